@@ -1,0 +1,109 @@
+"""Shared benchmark harness: timer, roofline probe, row format.
+
+Every bench script prints one row per shape with time, GB/s, GFLOP/s, % of
+this machine's measured roofline and speed-up over a named PyTorch baseline
+measured in the same run. The roofline (stream bandwidth, peak GFLOP/s) is
+measured once per machine and cached in ~/.cache/llmpack/roofline.json.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+CACHE = os.path.join(os.path.expanduser("~"), ".cache", "llmpack", "roofline.json")
+
+
+@dataclass
+class Timing:
+    median_s: float
+    min_s: float
+    max_s: float
+
+
+def timeit(fn: Callable[[], object], warmup: int = 3, repeats: int = 15, min_time_s: float = 0.2) -> Timing:
+    """Median/min/max wall time of ``fn()``. Repeats grow until the samples
+    cover at least ``min_time_s`` so short calls are not dominated by noise."""
+    for _ in range(warmup):
+        fn()
+    samples: list[float] = []
+    t_start = time.perf_counter()
+    while len(samples) < repeats or (time.perf_counter() - t_start < min_time_s and len(samples) < 10_000):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return Timing(statistics.median(samples), min(samples), max(samples))
+
+
+def _machine_key() -> str:
+    return f"{platform.node()}|{platform.processor() or platform.machine()}|threads={torch.get_num_threads()}"
+
+
+def _probe() -> dict:
+    """Measure memory bandwidth (read+write of a 256 MiB copy, i.e. well past
+    the caches) and peak fp32 GFLOP/s (large square matmul, torch's BLAS)."""
+    n = 64 * 2**20  # 64 Mi float32 = 256 MiB
+    src = torch.ones(n, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    t = timeit(lambda: dst.copy_(src), warmup=2, repeats=7)
+    bw = 2 * n * 4 / t.min_s / 1e9
+    peaks = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a = torch.randn(2048, 2048, dtype=dtype)
+        tm = timeit(lambda: a @ a, warmup=1, repeats=5)
+        peaks[str(dtype).replace("torch.", "")] = 2 * 2048**3 / tm.min_s / 1e9
+    return {"key": _machine_key(), "mem_gbps": bw, "peak_gflops": peaks}
+
+
+def roofline() -> dict:
+    """Cached machine roofline; re-measured when the machine/thread count changes."""
+    try:
+        with open(CACHE) as f:
+            data = json.load(f)
+        if data.get("key") == _machine_key():
+            return data
+    except (OSError, ValueError):
+        pass
+    data = _probe()
+    os.makedirs(os.path.dirname(CACHE), exist_ok=True)
+    with open(CACHE, "w") as f:
+        json.dump(data, f)
+    return data
+
+
+def pct_of_roofline(bytes_moved: float, flops: float, seconds: float, dtype: str = "float32") -> float:
+    """Achieved fraction of the roofline bound max(bytes/BW, flops/peak)."""
+    r = roofline()
+    peak = r["peak_gflops"].get(dtype, r["peak_gflops"]["float32"])
+    bound_s = max(bytes_moved / (r["mem_gbps"] * 1e9), flops / (peak * 1e9))
+    return 100.0 * bound_s / seconds
+
+
+class Table:
+    """Prints a header once and one aligned row per shape."""
+
+    COLS = ("shape", "dtype", "time_us", "min_us", "max_us", "GB/s", "GFLOP/s", "%roof", "baseline", "speedup")
+    WIDTHS = (24, 9, 10, 10, 10, 8, 9, 7, 22, 8)
+
+    def __init__(self, title: str):
+        r = roofline()
+        peaks = ", ".join(f"{k} {v:.0f}" for k, v in r["peak_gflops"].items())
+        print(f"# {title}")
+        print(f"# roofline: memory {r['mem_gbps']:.1f} GB/s, peak GFLOP/s {peaks}, threads {torch.get_num_threads()}")
+        print("  ".join(c.rjust(w) for c, w in zip(self.COLS, self.WIDTHS)))
+
+    def row(self, shape: str, dtype: str, t: Timing, bytes_moved: float, flops: float,
+            baseline_name: str, baseline: Timing, roof_dtype: str = "float32"):
+        cells = (
+            shape, dtype, f"{t.median_s * 1e6:.1f}", f"{t.min_s * 1e6:.1f}", f"{t.max_s * 1e6:.1f}",
+            f"{bytes_moved / t.median_s / 1e9:.1f}", f"{flops / t.median_s / 1e9:.1f}",
+            f"{pct_of_roofline(bytes_moved, flops, t.median_s, roof_dtype):.0f}",
+            baseline_name, f"{baseline.median_s / t.median_s:.2f}x",
+        )
+        print("  ".join(str(c).rjust(w) for c, w in zip(cells, self.WIDTHS)), flush=True)

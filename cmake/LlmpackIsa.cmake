@@ -1,0 +1,30 @@
+# Per-ISA CPU translation units.
+#
+# For each kernel family F, csrc/F/F_cpu_generic.cpp is always built; on x86-64
+# csrc/F/F_cpu_avx2.cpp and csrc/F/F_cpu_avx512.cpp are added, each with only
+# its own ISA's flags, and LLMPACK_HAVE_AVX2 / LLMPACK_HAVE_AVX512 tell the
+# dispatcher which tables exist. Run-time choice is in csrc/common/isa.h.
+set(LLMPACK_FLAGS_AVX2 -mavx2 -mfma -mf16c -mbmi -mbmi2 -mpopcnt)
+set(LLMPACK_FLAGS_AVX512 ${LLMPACK_FLAGS_AVX2} -mavx512f -mavx512bw -mavx512vl -mavx512dq)
+
+if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
+  set(LLMPACK_X86 ON)
+else()
+  set(LLMPACK_X86 OFF)
+endif()
+
+function(llmpack_add_isa_sources target)
+  foreach(fam IN LISTS ARGN)
+    target_sources(${target} PRIVATE csrc/${fam}/${fam}_cpu_generic.cpp)
+    if(LLMPACK_X86)
+      target_sources(${target} PRIVATE csrc/${fam}/${fam}_cpu_avx2.cpp csrc/${fam}/${fam}_cpu_avx512.cpp)
+      set_source_files_properties(csrc/${fam}/${fam}_cpu_avx2.cpp
+        PROPERTIES COMPILE_OPTIONS "${LLMPACK_FLAGS_AVX2}")
+      set_source_files_properties(csrc/${fam}/${fam}_cpu_avx512.cpp
+        PROPERTIES COMPILE_OPTIONS "${LLMPACK_FLAGS_AVX512}")
+    endif()
+  endforeach()
+  if(LLMPACK_X86)
+    target_compile_definitions(${target} PRIVATE LLMPACK_HAVE_AVX2=1 LLMPACK_HAVE_AVX512=1)
+  endif()
+endfunction()

@@ -1,0 +1,102 @@
+// Tensor-side helpers shared by every *_ops.cpp (the torch glue): argument
+// checks with messages that name the op, the argument and what was expected,
+// plus allocation and CUDA-stream plumbing. Kernel files never include this:
+// they take raw pointers and a params struct.
+#pragma once
+
+#include <torch/csrc/stable/accelerator.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+#include <torch/headeronly/core/ScalarType.h>
+#include <torch/headeronly/util/Exception.h>
+
+#include <initializer_list>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace llmpack {
+
+using torch::stable::Tensor;
+using ScalarType = torch::headeronly::ScalarType;
+
+// Throws std::runtime_error (a RuntimeError in Python) with the parts joined.
+// Unlike STD_TORCH_CHECK it adds no C++ file/function prefix: the message is
+// for the user, and already names the op and argument.
+template <class... Parts>
+[[noreturn]] void fail(const Parts&... parts) {
+  std::ostringstream os;
+  (os << ... << parts);
+  throw std::runtime_error(os.str());
+}
+#define LLMPACK_CHECK(cond, ...) \
+  do {                           \
+    if (!(cond)) ::llmpack::fail(__VA_ARGS__); \
+  } while (0)
+
+inline const char* dtype_name(ScalarType t) {
+  switch (t) {
+    case ScalarType::Float: return "float32";
+    case ScalarType::Half: return "float16";
+    case ScalarType::BFloat16: return "bfloat16";
+    case ScalarType::Double: return "float64";
+    case ScalarType::Byte: return "uint8";
+    case ScalarType::Char: return "int8";
+    case ScalarType::Short: return "int16";
+    case ScalarType::Int: return "int32";
+    case ScalarType::Long: return "int64";
+    case ScalarType::Bool: return "bool";
+    default: return "an unsupported dtype";
+  }
+}
+
+inline std::string shape_str(const Tensor& t) {
+  std::string s = "[";
+  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
+  return s + "]";
+}
+
+inline void check_dtype(const Tensor& t, std::initializer_list<ScalarType> ok, const char* op,
+                        const char* arg) {
+  for (auto d : ok)
+    if (t.scalar_type() == d) return;
+  std::string want;
+  for (auto d : ok) want += (want.empty() ? "" : " or ") + std::string(dtype_name(d));
+  fail(op, ": ", arg, " must be ", want, ", got ", dtype_name(t.scalar_type()));
+}
+
+inline void check_dim(const Tensor& t, int64_t dim, const char* op, const char* arg) {
+  LLMPACK_CHECK(t.dim() == dim, op, ": ", arg, " must be ", dim, "-D, got shape ", shape_str(t));
+}
+
+inline void check_same_device(const Tensor& a, const Tensor& b, const char* op, const char* an,
+                              const char* bn) {
+  LLMPACK_CHECK(a.is_cpu() == b.is_cpu() && a.get_device_index() == b.get_device_index(), op,
+                ": ", an, " and ", bn, " must be on the same device");
+}
+
+inline void check_cpu_or_cuda(const Tensor& t, const char* op, const char* arg) {
+  LLMPACK_CHECK(t.is_cpu() || t.is_cuda(), op, ": ", arg, " must be a CPU or CUDA tensor");
+}
+
+// Kernels read dense row-major memory. A strided view is made contiguous here
+// (a copy), which is what a caller passing a transposed weight expects.
+inline Tensor dense(const Tensor& t) { return t.is_contiguous() ? t : torch::stable::contiguous(t); }
+
+inline Tensor new_empty(const Tensor& like, std::vector<int64_t> sizes, ScalarType dtype) {
+  return torch::stable::new_empty(like, sizes, dtype);
+}
+
+// The stream torch is using on `t`'s device (cudaStream_t as void*), with that
+// device made current for the launch. Works through torch's device-generic
+// stable ABI, so it compiles against a CPU-only torch too.
+struct CudaContext {
+  torch::stable::accelerator::DeviceGuard guard;
+  void* stream;
+  explicit CudaContext(const Tensor& t)
+      : guard(t.get_device_index()),
+        stream(torch::stable::accelerator::getCurrentStream(t.get_device_index()).nativeHandle()) {}
+};
+
+}  // namespace llmpack

@@ -1,0 +1,156 @@
+// torch glue for the 2:4 family: argument checks (written once, shared by the
+// CPU and CUDA paths), output allocation, and CPU / CUDA registration.
+#include <string>
+#include <tuple>
+
+#include <torch/csrc/stable/library.h>
+
+#include "common/isa.h"
+#include "common/torch_utils.h"
+#include "sparse24/sparse24.h"
+
+namespace llmpack::sparse24 {
+namespace {
+
+const CpuKernels& cpu() { return pick_isa(&kCpuGeneric, LLMPACK_IF_AVX2(kCpuAvx2), LLMPACK_IF_AVX512(kCpuAvx512)); }
+
+constexpr auto kFloatTypes = {ScalarType::Float, ScalarType::Half, ScalarType::BFloat16};
+
+void check_compress_args(const Tensor& w) {
+  constexpr const char* op = "sparse24_compress";
+  check_cpu_or_cuda(w, op, "W");
+  check_dim(w, 2, op, "W");
+  check_dtype(w, kFloatTypes, op, "W");
+  LLMPACK_CHECK(w.size(1) % kGroup == 0, op, ": W's last dim K=", w.size(1),
+                " must be a multiple of 4; pad W with zero columns first (llmpack.sparse24.pad_k)");
+}
+
+void check_decompress_args(const Tensor& values, const Tensor& meta) {
+  constexpr const char* op = "sparse24_decompress";
+  check_cpu_or_cuda(values, op, "values");
+  check_same_device(values, meta, op, "values", "meta");
+  check_dim(values, 2, op, "values");
+  check_dim(meta, 2, op, "meta");
+  check_dtype(values, kFloatTypes, op, "values");
+  check_dtype(meta, {ScalarType::Byte}, op, "meta");
+  const int64_t k = values.size(1) * 2;
+  LLMPACK_CHECK(k % kGroup == 0, op, ": values' last dim must be even (K/2 with K % 4 == 0), got ",
+                values.size(1));
+  LLMPACK_CHECK(meta.size(0) == values.size(0) && meta.size(1) == meta_cols(k), op,
+                ": meta must have shape [", values.size(0), ", ", meta_cols(k), "] for values of shape ",
+                shape_str(values), ", got ", shape_str(meta));
+}
+
+// Error for compress's first offending group, with the numbers a user needs
+// to find it.
+[[noreturn]] void fail_not_24(const Tensor& w, int64_t bad) {
+  const int64_t groups = w.size(1) / kGroup, row = bad / groups, g = bad % groups;
+  fail("sparse24_compress: W is not 2:4 sparse: row ", row, ", group ", g, " (columns ",
+                4 * g, "..", 4 * g + 3, ") has more than 2 nonzeros; prune it first (llmpack.prune)");
+}
+
+[[noreturn]] void fail_bad_meta(const Tensor& meta, int64_t bad) {
+  const int64_t mc = meta.size(1);
+  fail("sparse24_decompress: corrupted meta at row ", bad / mc, ", byte ", bad % mc,
+                ": each nibble must encode two distinct positions i0 < i1 (and a padding nibble must be 0)");
+}
+
+struct Outputs {
+  Tensor values, meta;
+};
+
+Outputs alloc_compress(const Tensor& w) {
+  const int64_t n = w.size(0), k = w.size(1);
+  return {new_empty(w, {n, values_cols(k)}, w.scalar_type()), new_empty(w, {n, meta_cols(k)}, ScalarType::Byte)};
+}
+
+CompressParams compress_params(const Tensor& w, Outputs& out, int64_t* bad) {
+  return {w.const_data_ptr(), out.values.mutable_data_ptr(), static_cast<uint8_t*>(out.meta.mutable_data_ptr()),
+          w.size(0), w.size(1), static_cast<int>(w.element_size()), bad};
+}
+
+DecompressParams decompress_params(const Tensor& values, const Tensor& meta, Tensor& w, int64_t* bad) {
+  return {values.const_data_ptr(), static_cast<const uint8_t*>(meta.const_data_ptr()), w.mutable_data_ptr(),
+          values.size(0), values.size(1) * 2, static_cast<int>(values.element_size()), bad};
+}
+
+std::tuple<Tensor, Tensor> compress_cpu(Tensor w_in) {
+  check_compress_args(w_in);
+  Tensor w = dense(w_in);
+  Outputs out = alloc_compress(w);
+  int64_t bad = kNoError;
+  cpu().compress(compress_params(w, out, &bad));
+  if (bad != kNoError) fail_not_24(w, bad);
+  return {out.values, out.meta};
+}
+
+Tensor decompress_cpu(Tensor values_in, Tensor meta_in) {
+  check_decompress_args(values_in, meta_in);
+  Tensor values = dense(values_in), meta = dense(meta_in);
+  Tensor w = new_empty(values, {values.size(0), values.size(1) * 2}, values.scalar_type());
+  int64_t bad = kNoError;
+  cpu().decompress(decompress_params(values, meta, w, &bad));
+  if (bad != kNoError) fail_bad_meta(meta, bad);
+  return w;
+}
+
+#if defined(LLMPACK_WITH_CUDA)
+// The kernels report the first bad index through one device int64 that starts
+// at kNoError; reading it back costs one sync, acceptable for offline packing.
+Tensor error_slot(const Tensor& like) {
+  Tensor slot = new_empty(like, {1}, ScalarType::Long);
+  torch::stable::fill_(slot, static_cast<double>(kNoError));
+  return slot;
+}
+
+int64_t read_slot(const Tensor& slot) {
+  Tensor host = torch::stable::to(slot, torch::stable::Device(torch::headeronly::DeviceType::CPU));
+  return *static_cast<const int64_t*>(host.const_data_ptr());
+}
+
+void check_launch(int err, const char* op) {
+  LLMPACK_CHECK(err == 0, op, ": CUDA kernel launch failed (cudaError ", err, ")");
+}
+
+std::tuple<Tensor, Tensor> compress_cuda(Tensor w_in) {
+  check_compress_args(w_in);
+  Tensor w = dense(w_in);
+  CudaContext ctx(w);
+  Outputs out = alloc_compress(w);
+  Tensor slot = error_slot(w);
+  check_launch(launch_compress_cuda(compress_params(w, out, static_cast<int64_t*>(slot.mutable_data_ptr())), ctx.stream),
+               "sparse24_compress");
+  const int64_t bad = read_slot(slot);
+  if (bad != kNoError) fail_not_24(w, bad);
+  return {out.values, out.meta};
+}
+
+Tensor decompress_cuda(Tensor values_in, Tensor meta_in) {
+  check_decompress_args(values_in, meta_in);
+  Tensor values = dense(values_in), meta = dense(meta_in);
+  CudaContext ctx(values);
+  Tensor w = new_empty(values, {values.size(0), values.size(1) * 2}, values.scalar_type());
+  Tensor slot = error_slot(values);
+  check_launch(launch_decompress_cuda(decompress_params(values, meta, w, static_cast<int64_t*>(slot.mutable_data_ptr())),
+                                      ctx.stream),
+               "sparse24_decompress");
+  const int64_t bad = read_slot(slot);
+  if (bad != kNoError) fail_bad_meta(meta, bad);
+  return w;
+}
+#endif
+
+}  // namespace
+}  // namespace llmpack::sparse24
+
+STABLE_TORCH_LIBRARY_IMPL(llmpack, CPU, m) {
+  m.impl("sparse24_compress", TORCH_BOX(&llmpack::sparse24::compress_cpu));
+  m.impl("sparse24_decompress", TORCH_BOX(&llmpack::sparse24::decompress_cpu));
+}
+
+#if defined(LLMPACK_WITH_CUDA)
+STABLE_TORCH_LIBRARY_IMPL(llmpack, CUDA, m) {
+  m.impl("sparse24_compress", TORCH_BOX(&llmpack::sparse24::compress_cuda));
+  m.impl("sparse24_decompress", TORCH_BOX(&llmpack::sparse24::decompress_cuda));
+}
+#endif

@@ -1,0 +1,21 @@
+"""llmpack: smaller, faster LLM inference kernels for PyTorch.
+
+Importing loads the compiled library, which registers ``torch.ops.llmpack.*``.
+"""
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version as _pkg_version
+
+from . import _lib, _ops  # noqa: F401  (load library, register fakes)
+from ._lib import active_isa, cpu_isa, cuda_archs, set_isa, supported_isas
+from .sparse24 import pad_k, sparse24_compress, sparse24_decompress
+
+try:
+    __version__ = _pkg_version("llmpack")
+except PackageNotFoundError:  # running from a build tree
+    __version__ = _lib.library_version()
+
+__all__ = [
+    "__version__", "active_isa", "cpu_isa", "cuda_archs", "set_isa", "supported_isas",
+    "pad_k", "sparse24_compress", "sparse24_decompress",
+]

@@ -1,0 +1,45 @@
+"""Typed wrappers over ``torch.ops.llmpack.*`` and every op's fake (meta) impl.
+
+Fake impls describe output shapes/dtypes without computing, so the ops work
+under torch.compile, FakeTensor and meta tensors. The shape rules mirror the
+layout documented in the C++ headers (csrc/<family>/<family>.h).
+"""
+from __future__ import annotations
+
+import torch
+
+from . import _lib  # noqa: F401  (loads the library, which defines the ops)
+
+_ops = torch.ops.llmpack
+
+
+# --------------------------------------------------------------------------
+# 2:4 sparsity (csrc/sparse24/sparse24.h)
+# --------------------------------------------------------------------------
+def _meta_cols(k: int) -> int:
+    return (k // 4 + 1) // 2
+
+
+@torch.library.register_fake("llmpack::sparse24_compress")
+def _(W):
+    torch._check(W.dim() == 2, lambda: f"sparse24_compress: W must be 2-D, got {W.dim()}-D")
+    n, k = W.shape
+    torch._check(k % 4 == 0, lambda: f"sparse24_compress: K={k} must be a multiple of 4")
+    return W.new_empty(n, k // 2), W.new_empty(n, _meta_cols(k), dtype=torch.uint8)
+
+
+@torch.library.register_fake("llmpack::sparse24_decompress")
+def _(values, meta):
+    torch._check(values.dim() == 2, lambda: "sparse24_decompress: values must be 2-D")
+    n, half = values.shape
+    return values.new_empty(n, half * 2)
+
+
+def sparse24_compress(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pack a 2:4-sparse ``W [N, K]`` into ``(values [N, K/2], meta uint8 [N, ceil(K/8)])``."""
+    return _ops.sparse24_compress(W)
+
+
+def sparse24_decompress(values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`sparse24_compress`."""
+    return _ops.sparse24_decompress(values, meta)

