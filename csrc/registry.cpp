@@ -1,9 +1,10 @@
 // The one schema registry: every llmpack op is defined here, once. Kernel
 // families register their CPU / CUDA implementations in csrc/<family>/*_ops.cpp;
-// fake (meta) implementations live in python/llmpack/_ops.py.
-#include <torch/csrc/stable/library.h>
+// fake (meta) implementations live in python/llmpack/_ops.py. (LLMPACK_LIBRARY
+// is torch.ops.llmpack, or llmpack_simt in the emulator build: registration.h.)
+#include "common/registration.h"
 
-STABLE_TORCH_LIBRARY(llmpack, m) {
+LLMPACK_LIBRARY(m) {
   // 2:4 pack: W [N, K] (K % 4 == 0) -> (values [N, K/2], meta uint8 [N, ceil(K/8)]); layout in csrc/sparse24/sparse24.h.
   m.def("sparse24_compress(Tensor W) -> (Tensor values, Tensor meta)");
   // 2:4 unpack: exact inverse of sparse24_compress (dropped entries come back as +0).

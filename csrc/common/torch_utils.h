@@ -90,7 +90,14 @@ inline Tensor new_empty(const Tensor& like, std::vector<int64_t> sizes, ScalarTy
 
 // The stream torch is using on `t`'s device (cudaStream_t as void*), with that
 // device made current for the launch. Works through torch's device-generic
-// stable ABI, so it compiles against a CPU-only torch too.
+// stable ABI, so it compiles against a CPU-only torch too. In the emulator
+// build the "CUDA" tensors are CPU tensors: no guard, null stream.
+#if defined(LLMPACK_SIMT_EMULATION)
+struct CudaContext {
+  void* stream = nullptr;
+  explicit CudaContext(const Tensor&) {}
+};
+#else
 struct CudaContext {
   torch::stable::accelerator::DeviceGuard guard;
   void* stream;
@@ -98,5 +105,6 @@ struct CudaContext {
       : guard(t.get_device_index()),
         stream(torch::stable::accelerator::getCurrentStream(t.get_device_index()).nativeHandle()) {}
 };
+#endif
 
 }  // namespace llmpack

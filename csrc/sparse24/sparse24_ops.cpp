@@ -3,9 +3,8 @@
 #include <string>
 #include <tuple>
 
-#include <torch/csrc/stable/library.h>
-
 #include "common/isa.h"
+#include "common/registration.h"
 #include "common/torch_utils.h"
 #include "sparse24/sparse24.h"
 
@@ -143,13 +142,15 @@ Tensor decompress_cuda(Tensor values_in, Tensor meta_in) {
 }  // namespace
 }  // namespace llmpack::sparse24
 
-STABLE_TORCH_LIBRARY_IMPL(llmpack, CPU, m) {
+#if !defined(LLMPACK_SIMT_EMULATION)
+LLMPACK_CPU_IMPL(m) {
   m.impl("sparse24_compress", TORCH_BOX(&llmpack::sparse24::compress_cpu));
   m.impl("sparse24_decompress", TORCH_BOX(&llmpack::sparse24::decompress_cpu));
 }
+#endif
 
 #if defined(LLMPACK_WITH_CUDA)
-STABLE_TORCH_LIBRARY_IMPL(llmpack, CUDA, m) {
+LLMPACK_CUDA_IMPL(m) {
   m.impl("sparse24_compress", TORCH_BOX(&llmpack::sparse24::compress_cuda));
   m.impl("sparse24_decompress", TORCH_BOX(&llmpack::sparse24::decompress_cuda));
 }
