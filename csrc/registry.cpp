@@ -9,4 +9,6 @@ LLMPACK_LIBRARY(m) {
   m.def("sparse24_compress(Tensor W) -> (Tensor values, Tensor meta)");
   // 2:4 unpack: exact inverse of sparse24_compress (dropped entries come back as +0).
   m.def("sparse24_decompress(Tensor values, Tensor meta) -> Tensor");
+  // y [..., N] = x [..., K] @ W^T + bias with W given packed as (values, meta); fp32 accumulation.
+  m.def("sparse24_linear(Tensor x, Tensor values, Tensor meta, Tensor? bias=None) -> Tensor");
 }

@@ -33,9 +33,21 @@ def check_op(op, args, kwargs=None, compile_fn=None):
     torch.testing.assert_close(comp_out, eager_out, rtol=0, atol=0)
 
 
-def scaled_tol(ref: torch.Tensor, k: int, dtype: torch.dtype) -> float:
-    """Absolute tolerance for a K-term dot product in ``dtype``: unit roundoff
-    times sqrt(K) times the output's scale (max |ref|)."""
-    eps = {torch.float32: 2**-23, torch.float16: 2**-10, torch.bfloat16: 2**-7}[dtype]
-    scale = ref.abs().max().item() if ref.numel() else 1.0
-    return 4 * eps * max(k, 1) ** 0.5 * max(scale, 1e-6)
+ULP = {torch.float32: 2**-23, torch.float16: 2**-10, torch.bfloat16: 2**-7}
+
+
+def assert_close_dot(out: torch.Tensor, ref: torch.Tensor, magnitude: torch.Tensor, k: int):
+    """Elementwise check for results of K-term dot products accumulated in
+    fp32 and rounded to out.dtype. The bound scales with the data:
+    fp32 accumulation error grows with sqrt(K) * sum_k |x_k w_k| (``magnitude``),
+    plus one rounding of the result in the output dtype."""
+    assert out.shape == ref.shape and out.dtype == ref.dtype, (out.shape, ref.shape, out.dtype, ref.dtype)
+    if not out.numel():
+        return
+    acc_err = 4 * 2**-24 * max(k, 1) ** 0.5 * magnitude.float()
+    tol = acc_err + ULP[out.dtype] * ref.float().abs() + 1e-30
+    err = (out.float() - ref.float()).abs()
+    bad = err > tol
+    assert not bad.any(), (
+        f"{int(bad.sum())} of {out.numel()} elements off; worst error {err.max().item():.3g} "
+        f"(tolerance there {tol.flatten()[err.flatten().argmax()].item():.3g})")

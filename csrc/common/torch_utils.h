@@ -10,7 +10,9 @@
 #include <torch/headeronly/core/ScalarType.h>
 #include <torch/headeronly/util/Exception.h>
 
+#include <array>
 #include <initializer_list>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -86,6 +88,21 @@ inline Tensor dense(const Tensor& t) { return t.is_contiguous() ? t : torch::sta
 
 inline Tensor new_empty(const Tensor& like, std::vector<int64_t> sizes, ScalarType dtype) {
   return torch::stable::new_empty(like, sizes, dtype);
+}
+
+// Any aten op through torch's stable dispatcher entry point: how our ops reuse
+// torch's own kernels (e.g. its BLAS GEMM) without linking torch's C++ ABI.
+template <size_t N>
+Tensor call_aten(const char* name, const char* overload, std::array<StableIValue, N> stack) {
+  STD_TORCH_CHECK(torch_call_dispatcher(name, overload, stack.data(), TORCH_ABI_VERSION) == 0,
+                  "call to ", name, " failed");
+  return torch::stable::detail::to<Tensor>(stack[0]);
+}
+
+// torch.nn.functional.linear: y = x @ w^T + bias, on x's device with torch's GEMM.
+inline Tensor aten_linear(const Tensor& x, const Tensor& w, const std::optional<Tensor>& bias) {
+  using torch::stable::detail::from;
+  return call_aten<3>("aten::linear", "", {from(x), from(w), from(bias)});
 }
 
 // The stream torch is using on `t`'s device (cudaStream_t as void*), with that

@@ -57,6 +57,16 @@ LLMPACK_HD bool valid_nibble(unsigned nib) {
   return i0 < i1;
 }
 
+// Nibbles of a 32-bit metadata word (8 groups) that are not valid 2:4
+// nibbles, as a mask with bit 2 of each bad nibble set (0 = all valid).
+// Branch-free SWAR, so the SIMD kernels validate metadata on the fly with a few
+// integer ops per 32 K-positions: per nibble, 3 + i1 - i0 lies in [0, 6] (no
+// borrow into the next nibble) and has bit 2 set exactly when i1 > i0.
+LLMPACK_HD uint32_t invalid_nibbles(uint32_t word) {
+  const uint32_t i0 = word & 0x33333333u, i1 = (word >> 2) & 0x33333333u;
+  return ~((i1 | 0x44444444u) - i0 - 0x11111111u) & 0x44444444u;
+}
+
 // Element bits with the sign cleared: zero iff the element is +0 or -0.
 LLMPACK_HD bool is_nonzero_bits(uint32_t bits, int elem_bytes) {
   return elem_bytes == 2 ? (bits & 0x7FFFu) != 0 : (bits & 0x7FFFFFFFu) != 0;
@@ -89,10 +99,32 @@ struct DecompressParams {
   int64_t* first_bad_byte;
 };
 
+// Element types of the linear (GEMM) kernels.
+enum class DType : int { f32 = 0, f16 = 1, bf16 = 2 };
+
+// y[M, N] = x[M, K] @ W^T + bias, W [N, K] given as (values, meta) above.
+// All row-major and dense; x, values, bias and y share `dtype`; accumulation
+// is in fp32 on every path.
+struct LinearParams {
+  const void* x;        // [m, k]
+  const void* values;   // [n, k/2]
+  const uint8_t* meta;  // [n, meta_cols(k)], canonical layout above
+  const void* bias;     // [n] or nullptr
+  void* y;              // [m, n]
+  int64_t m, n, k;      // k % 4 == 0
+  DType dtype;
+  // Out: lowest weight row whose metadata holds an invalid nibble, or
+  // kNoError. The kernels validate as they stream, so a corrupted stream is
+  // an error, never a silently wrong result.
+  int64_t* first_bad_row;
+};
+
 // Per-ISA CPU kernels (sparse24_cpu_<isa>.cpp); chosen by pick_isa().
 struct CpuKernels {
   void (*compress)(const CompressParams&);
   void (*decompress)(const DecompressParams&);
+  // Streams only the compressed bytes: the decode-shape (small M) kernel.
+  void (*linear)(const LinearParams&);
 };
 extern const CpuKernels kCpuGeneric, kCpuAvx2, kCpuAvx512;
 

@@ -2,7 +2,9 @@
 // sparse24_cpu_<isa>.cpp defines LLMPACK_ISA_NS and includes this file, so the
 // same source is built with that unit's flags (the avx2/avx512 units let the
 // compiler vectorize the group loops with wider registers). Packing is
-// memory-bound and offline; the hand-written SIMD lives in the GEMM kernels.
+// memory-bound and offline. The linear kernel's inner loop is the part worth
+// hand-written SIMD: each ISA unit supplies its own `dot_rows` and shares the
+// driver below (x conversion, row split over threads, bias, output rounding).
 #pragma once
 #ifndef LLMPACK_ISA_NS
 #error "define LLMPACK_ISA_NS before including sparse24_cpu_kernels.h"
@@ -11,6 +13,9 @@
 #include <atomic>
 #include <cstring>
 
+#include <vector>
+
+#include "common/cpu_convert.h"
 #include "common/parallel.h"
 #include "sparse24/sparse24.h"
 
@@ -93,6 +98,107 @@ void decompress(const DecompressParams& p) {
     run_rows(p, p.first_bad_byte, decompress_rows<uint16_t>);
   else
     run_rows(p, p.first_bad_byte, decompress_rows<uint32_t>);
+}
+
+// ---------------------------------------------------------------------------
+// Linear: y[m, n] = sum_k x[m, k] W[n, k] (+ bias[n]).
+// ---------------------------------------------------------------------------
+
+// What a dot_rows kernel sees: x already in fp32, weights still packed.
+struct LinearCtx {
+  const float* x;       // [m, k] fp32
+  const void* values;   // [n, k/2], dtype
+  const uint8_t* meta;  // [n, meta_cols(k)]
+  int64_t m, n, k;
+};
+
+template <class T>
+static inline float to_f32(T v, DType dt) {
+  if constexpr (sizeof(T) == 4) {
+    return v;
+  } else {
+    return dt == DType::bf16 ? bf16_to_f32(v) : f16_to_f32(v);
+  }
+}
+
+// Scalar dot of packed row `row`, groups [g0, g1), with x rows [m0, m0+mb):
+// acc[i] += ... . Used by the generic unit for everything and by the SIMD
+// units for the K tail that doesn't fill a vector. Returns false on invalid
+// metadata (including a nonzero padding nibble).
+template <class T>
+bool dot_rows_scalar(const LinearCtx& c, DType dt, int64_t row, int64_t g0, int64_t g1, int64_t m0,
+                     int64_t mb, float* acc) {
+  const T* v = static_cast<const T*>(c.values) + row * values_cols(c.k);
+  const uint8_t* mt = c.meta + row * meta_cols(c.k);
+  bool ok = !(g1 & 1) || (mt[g1 >> 1] >> 4) == 0;
+  for (int64_t g = g0; g < g1; ++g) {
+    const unsigned nib = (mt[g >> 1] >> ((g & 1) * 4)) & 0xF;
+    ok = ok && valid_nibble(nib);
+    const float w0 = to_f32<T>(v[2 * g], dt), w1 = to_f32<T>(v[2 * g + 1], dt);
+    const int64_t k0 = 4 * g + (nib & 3), k1 = 4 * g + (nib >> 2);
+    for (int64_t i = 0; i < mb; ++i) {
+      const float* xr = c.x + (m0 + i) * c.k;
+      acc[i] += w0 * xr[k0] + w1 * xr[k1];
+    }
+  }
+  return ok;
+}
+
+// Driver shared by every ISA. DotRows(ctx, row, acc[m]) fills acc with the
+// m dot products of weight row `row` and returns false on invalid metadata. Rows of W are split over torch's
+// threads: at decode shapes (m small) the work is streaming W once, so the
+// split is along N and each thread streams its own slice.
+template <class T, class DotRows>
+void linear_driver(const LinearParams& p, DotRows dot_rows) {
+  std::vector<float> xbuf;
+  const float* xf = static_cast<const float*>(p.x);
+  if constexpr (sizeof(T) == 2) {
+    xbuf.resize(size_t(p.m * p.k));
+    const T* xs = static_cast<const T*>(p.x);
+    for (int64_t i = 0; i < p.m * p.k; ++i) xbuf[i] = to_f32<T>(xs[i], p.dtype);
+    xf = xbuf.data();
+  }
+  const LinearCtx c{xf, p.values, p.meta, p.m, p.n, p.k};
+  const T* bias = static_cast<const T*>(p.bias);
+  T* y = static_cast<T*>(p.y);
+  std::atomic<int64_t> bad{kNoError};
+  // Each row costs k/2 weights times m; aim for >= ~64 Ki MACs per task.
+  parallel_for(0, p.n, grain_for(p.k / 2 * p.m, 1 << 16), [&](int64_t n0, int64_t n1) {
+    std::vector<float> acc(size_t(p.m));
+    for (int64_t row = n0; row < n1; ++row) {
+      for (auto& a : acc) a = 0.f;
+      if (!dot_rows(c, row, acc.data())) {
+        record_min(bad, row);
+        return;
+      }
+      const float b = bias ? to_f32<T>(bias[row], p.dtype) : 0.f;
+      for (int64_t i = 0; i < p.m; ++i) {
+        const float r = acc[i] + b;
+        if constexpr (sizeof(T) == 4)
+          y[i * p.n + row] = r;
+        else
+          y[i * p.n + row] = p.dtype == DType::bf16 ? f32_to_bf16(r) : f32_to_f16(r);
+      }
+    }
+  });
+  *p.first_bad_row = bad.load();
+}
+
+// Dispatch on the element type: bool Kernel<T>::dot(ctx, dtype, row, acc).
+template <template <class> class Kernel>
+void linear_dispatch(const LinearParams& p) {
+  if (p.dtype == DType::f32)
+    linear_driver<float>(p, [](const LinearCtx& c, int64_t row, float* acc) {
+      return Kernel<float>::dot(c, DType::f32, row, acc);
+    });
+  else if (p.dtype == DType::bf16)
+    linear_driver<uint16_t>(p, [](const LinearCtx& c, int64_t row, float* acc) {
+      return Kernel<uint16_t>::dot(c, DType::bf16, row, acc);
+    });
+  else
+    linear_driver<uint16_t>(p, [](const LinearCtx& c, int64_t row, float* acc) {
+      return Kernel<uint16_t>::dot(c, DType::f16, row, acc);
+    });
 }
 
 }  // namespace

@@ -1,12 +1,19 @@
 // torch glue for the 2:4 family: argument checks (written once, shared by the
 // CPU and CUDA paths), output allocation, and CPU / CUDA registration.
+#include <cstdlib>
+#include <optional>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "common/isa.h"
 #include "common/registration.h"
 #include "common/torch_utils.h"
 #include "sparse24/sparse24.h"
+
+#ifndef LLMPACK_SPARSE24_DENSE_M_DEFAULT
+#define LLMPACK_SPARSE24_DENSE_M_DEFAULT 32
+#endif
 
 namespace llmpack::sparse24 {
 namespace {
@@ -54,6 +61,67 @@ void check_decompress_args(const Tensor& values, const Tensor& meta) {
                 ": each nibble must encode two distinct positions i0 < i1 (and a padding nibble must be 0)");
 }
 
+DType dtype_of(const Tensor& t) {
+  switch (t.scalar_type()) {
+    case ScalarType::Half: return DType::f16;
+    case ScalarType::BFloat16: return DType::bf16;
+    default: return DType::f32;
+  }
+}
+
+void check_linear_args(const Tensor& x, const Tensor& values, const Tensor& meta,
+                       const std::optional<Tensor>& bias) {
+  constexpr const char* op = "sparse24_linear";
+  check_decompress_args(values, meta);
+  check_cpu_or_cuda(x, op, "x");
+  check_same_device(x, values, op, "x", "values");
+  check_dtype(x, kFloatTypes, op, "x");
+  LLMPACK_CHECK(x.scalar_type() == values.scalar_type(), op, ": x is ", dtype_name(x.scalar_type()),
+                " but the weight values are ", dtype_name(values.scalar_type()), "; they must match");
+  LLMPACK_CHECK(x.dim() >= 1, op, ": x must have at least 1 dim");
+  const int64_t k = values.size(1) * 2;
+  LLMPACK_CHECK(x.size(x.dim() - 1) == k, op, ": x's last dim is ", x.size(x.dim() - 1),
+                " but the packed weight has K=", k, " (pad x with llmpack.pad_k if the weight was padded)");
+  if (bias) {
+    check_same_device(*bias, values, op, "bias", "values");
+    check_dim(*bias, 1, op, "bias");
+    LLMPACK_CHECK(bias->size(0) == values.size(0), op, ": bias must have N=", values.size(0),
+                  " elements, got ", bias->size(0));
+    LLMPACK_CHECK(bias->scalar_type() == x.scalar_type(), op, ": bias must be ", dtype_name(x.scalar_type()),
+                  ", got ", dtype_name(bias->scalar_type()));
+  }
+}
+
+// x [..., K] -> [M, K] (contiguous) and the output shape [..., N].
+struct Flat {
+  Tensor x2d;
+  std::vector<int64_t> out_shape;
+  int64_t m;
+};
+
+Flat flatten_x(const Tensor& x, int64_t n) {
+  const int64_t k = x.size(x.dim() - 1);
+  std::vector<int64_t> out;
+  int64_t m = 1;
+  for (int64_t i = 0; i + 1 < x.dim(); ++i) {
+    out.push_back(x.size(i));
+    m *= x.size(i);
+  }
+  out.push_back(n);
+  return {dense(torch::stable::reshape(x, {m, k})), out, m};
+}
+
+// From this many rows of x on, decompressing W once and running torch's dense
+// GEMM beats streaming the packed weight per row block (measured with
+// bench/sparse24.py; see README). LLMPACK_SPARSE24_DENSE_M overrides.
+int64_t dense_crossover_m() {
+  static const int64_t m = [] {
+    const char* v = std::getenv("LLMPACK_SPARSE24_DENSE_M");
+    return v && *v ? std::atoll(v) : int64_t(LLMPACK_SPARSE24_DENSE_M_DEFAULT);
+  }();
+  return m;
+}
+
 struct Outputs {
   Tensor values, meta;
 };
@@ -91,6 +159,27 @@ Tensor decompress_cpu(Tensor values_in, Tensor meta_in) {
   cpu().decompress(decompress_params(values, meta, w, &bad));
   if (bad != kNoError) fail_bad_meta(meta, bad);
   return w;
+}
+
+Tensor linear_cpu(Tensor x, Tensor values_in, Tensor meta_in, std::optional<Tensor> bias_in) {
+  check_linear_args(x, values_in, meta_in, bias_in);
+  Tensor values = dense(values_in), meta = dense(meta_in);
+  const int64_t n = values.size(0), k = values.size(1) * 2;
+  Flat f = flatten_x(x, n);
+  if (f.m >= dense_crossover_m()) {
+    Tensor w = decompress_cpu(values, meta);
+    return torch::stable::reshape(aten_linear(f.x2d, w, bias_in), f.out_shape);
+  }
+  std::optional<Tensor> bias;
+  if (bias_in) bias = dense(*bias_in);
+  Tensor y = new_empty(f.x2d, {f.m, n}, x.scalar_type());
+  int64_t bad = kNoError;
+  LinearParams p{f.x2d.const_data_ptr(), values.const_data_ptr(), static_cast<const uint8_t*>(meta.const_data_ptr()),
+                 bias ? bias->const_data_ptr() : nullptr, y.mutable_data_ptr(), f.m, n, k, dtype_of(x), &bad};
+  if (f.m > 0 && n > 0) cpu().linear(p);
+  if (bad != kNoError) fail("sparse24_linear: corrupted meta in weight row ", bad,
+                            ": each nibble must encode two distinct positions i0 < i1 (and a padding nibble must be 0)");
+  return torch::stable::reshape(y, f.out_shape);
 }
 
 #if defined(LLMPACK_WITH_CUDA)
@@ -137,6 +226,15 @@ Tensor decompress_cuda(Tensor values_in, Tensor meta_in) {
   if (bad != kNoError) fail_bad_meta(meta, bad);
   return w;
 }
+
+// Until the tensor-core kernels are wired in, CUDA linear decompresses on the
+// device and uses torch's GEMM (cuBLAS): always correct, never fast.
+Tensor linear_cuda(Tensor x, Tensor values_in, Tensor meta_in, std::optional<Tensor> bias) {
+  check_linear_args(x, values_in, meta_in, bias);
+  Tensor w = decompress_cuda(values_in, meta_in);
+  Flat f = flatten_x(x, w.size(0));
+  return torch::stable::reshape(aten_linear(f.x2d, w, bias), f.out_shape);
+}
 #endif
 
 }  // namespace
@@ -146,6 +244,7 @@ Tensor decompress_cuda(Tensor values_in, Tensor meta_in) {
 LLMPACK_CPU_IMPL(m) {
   m.impl("sparse24_compress", TORCH_BOX(&llmpack::sparse24::compress_cpu));
   m.impl("sparse24_decompress", TORCH_BOX(&llmpack::sparse24::decompress_cpu));
+  m.impl("sparse24_linear", TORCH_BOX(&llmpack::sparse24::linear_cpu));
 }
 #endif
 
@@ -153,5 +252,6 @@ LLMPACK_CPU_IMPL(m) {
 LLMPACK_CUDA_IMPL(m) {
   m.impl("sparse24_compress", TORCH_BOX(&llmpack::sparse24::compress_cuda));
   m.impl("sparse24_decompress", TORCH_BOX(&llmpack::sparse24::decompress_cuda));
+  m.impl("sparse24_linear", TORCH_BOX(&llmpack::sparse24::linear_cuda));
 }
 #endif

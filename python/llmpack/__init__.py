@@ -8,7 +8,7 @@ from importlib.metadata import PackageNotFoundError, version as _pkg_version
 
 from . import _lib, _ops  # noqa: F401  (load library, register fakes)
 from ._lib import active_isa, cpu_isa, cuda_archs, set_isa, supported_isas
-from .sparse24 import pad_k, sparse24_compress, sparse24_decompress
+from .sparse24 import pad_k, sparse24_compress, sparse24_decompress, sparse24_linear
 
 try:
     __version__ = _pkg_version("llmpack")
@@ -17,5 +17,5 @@ except PackageNotFoundError:  # running from a build tree
 
 __all__ = [
     "__version__", "active_isa", "cpu_isa", "cuda_archs", "set_isa", "supported_isas",
-    "pad_k", "sparse24_compress", "sparse24_decompress",
+    "pad_k", "sparse24_compress", "sparse24_decompress", "sparse24_linear",
 ]

@@ -35,6 +35,14 @@ def _(values, meta):
     return values.new_empty(n, half * 2)
 
 
+@torch.library.register_fake("llmpack::sparse24_linear")
+def _(x, values, meta, bias=None):
+    torch._check(x.shape[-1] == values.shape[1] * 2,
+                 lambda: f"sparse24_linear: x's last dim {x.shape[-1]} != K={values.shape[1] * 2}")
+    torch._check(x.dtype == values.dtype, lambda: "sparse24_linear: x and values dtypes must match")
+    return x.new_empty(*x.shape[:-1], values.shape[0])
+
+
 def sparse24_compress(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Pack a 2:4-sparse ``W [N, K]`` into ``(values [N, K/2], meta uint8 [N, ceil(K/8)])``."""
     return _ops.sparse24_compress(W)
@@ -43,3 +51,9 @@ def sparse24_compress(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def sparse24_decompress(values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`sparse24_compress`."""
     return _ops.sparse24_decompress(values, meta)
+
+
+def sparse24_linear(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor,
+                    bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``x [..., K] @ W^T + bias`` with ``W [N, K]`` packed 2:4 as ``(values, meta)``."""
+    return _ops.sparse24_linear(x, values, meta, bias)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._ops import sparse24_compress, sparse24_decompress
+from ._ops import sparse24_compress, sparse24_decompress, sparse24_linear
 
-__all__ = ["pad_k", "sparse24_compress", "sparse24_decompress"]
+__all__ = ["pad_k", "sparse24_compress", "sparse24_decompress", "sparse24_linear"]
 
 
 def pad_k(t: torch.Tensor, multiple: int = 4) -> torch.Tensor:

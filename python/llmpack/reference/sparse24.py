@@ -63,3 +63,11 @@ def sparse24_decompress(values: torch.Tensor, meta: torch.Tensor) -> torch.Tenso
     out = torch.zeros(n, k // 4, 4, dtype=values.dtype, device=values.device)
     out.scatter_(-1, idx, values.reshape(n, k // 4, 2))
     return out.reshape(n, k)
+
+
+def sparse24_linear(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor,
+                    bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Dense matmul of the decompressed weight, accumulated in fp32 (as every kernel does)."""
+    W = sparse24_decompress(values, meta)
+    y = torch.nn.functional.linear(x.float(), W.float(), None if bias is None else bias.float())
+    return y.to(x.dtype)
