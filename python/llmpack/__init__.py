@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version as _pkg_version
 
 from . import _lib, _ops  # noqa: F401  (load library, register fakes)
 from ._lib import active_isa, cpu_isa, cuda_archs, set_isa, supported_isas
+from .nn import SparseLinear, sparsify
 from .sparse24 import pad_k, sparse24_compress, sparse24_decompress, sparse24_linear
 
 try:
@@ -18,4 +19,14 @@ except PackageNotFoundError:  # running from a build tree
 __all__ = [
     "__version__", "active_isa", "cpu_isa", "cuda_archs", "set_isa", "supported_isas",
     "pad_k", "sparse24_compress", "sparse24_decompress", "sparse24_linear",
+    "SparseLinear", "sparsify", "prune",
 ]
+
+
+def __getattr__(name):
+    # The pruning producers are imported on first use: they are heavier and
+    # most users of the kernels never prune.
+    if name == "prune":
+        from .compress.prune import prune
+        return prune
+    raise AttributeError(f"module 'llmpack' has no attribute {name!r}")

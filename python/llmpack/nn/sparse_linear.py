@@ -1,0 +1,62 @@
+"""SparseLinear: an nn.Linear whose weight is stored packed 2:4."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import _ops
+from ..sparse24 import pad_k
+
+
+class SparseLinear(nn.Module):
+    """``y = x @ W^T + bias`` with ``W [out, in]`` stored as 2:4 ``values`` +
+    ``meta`` (layout: csrc/sparse24/sparse24.h), half the weight bytes plus
+    1/16 for metadata. Runs ``torch.ops.llmpack.sparse24_linear``.
+
+    The state_dict holds the compressed tensors (``values``, ``meta``,
+    ``bias``). When ``in_features`` is not a multiple of 4 the weight is
+    stored zero-padded and inputs are padded to match.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 device=None, dtype=None):
+        super().__init__()
+        dtype = dtype or torch.get_default_dtype()
+        self.in_features, self.out_features = in_features, out_features
+        k = in_features + (-in_features) % 4
+        self.register_buffer("values", torch.zeros(out_features, k // 2, device=device, dtype=dtype))
+        # An all-zero weight: nibble 0x4 = positions (0, 1) in every group.
+        self.register_buffer("meta", torch.full((out_features, (k // 4 + 1) // 2), 0x44,
+                                                dtype=torch.uint8, device=device))
+        if (k // 4) % 2:
+            self.meta[:, -1] = 0x04  # the padding nibble must be 0
+        self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype),
+                                 requires_grad=False) if bias else None
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> "SparseLinear":
+        """Pack an nn.Linear whose weight is already 2:4 (prune it first, e.g.
+        with :func:`llmpack.prune`). Keeps bias, dtype and device. Raises if
+        the weight is not 2:4, naming the first bad group."""
+        w = linear.weight.detach()
+        mod = cls(linear.in_features, linear.out_features, linear.bias is not None,
+                  device=w.device, dtype=w.dtype)
+        values, meta = _ops.sparse24_compress(pad_k(w))
+        mod.values.copy_(values)
+        mod.meta.copy_(meta)
+        if linear.bias is not None:
+            mod.bias.data.copy_(linear.bias.detach())
+        return mod
+
+    def dense_weight(self) -> torch.Tensor:
+        """The weight as a dense [out, in] tensor (exact)."""
+        return _ops.sparse24_decompress(self.values, self.meta)[:, : self.in_features]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.in_features % 4:
+            x = pad_k(x)
+        return _ops.sparse24_linear(x, self.values, self.meta, self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, dtype={self.values.dtype}, pattern=2:4")
