@@ -1,0 +1,73 @@
+"""compressed-tensors' ``sparse-24-bitmask`` format <-> llmpack 2:4 packing.
+
+That format stores, per 2:4 weight ``[R, C]`` (facts from compressed-tensors'
+Sparse24BitMaskCompressor): ``compressed`` ``[R, C/2]``, the kept values of
+each row in ascending column order (exactly two per group of four, zeros
+included when a group has fewer nonzeros); ``bitmask`` uint8 ``[R, ceil(C/8)]``,
+the keep mask packed little-endian (bit j of byte b is column 8b + j, as
+``numpy.packbits(..., bitorder="little")``); and ``shape``, the dense shape as
+an int tensor ``[[R], [C]]``.
+
+Our layout (csrc/sparse24/sparse24.h) keeps the same values in the same order,
+so conversion only rewrites the metadata: a bitmask byte covers the same two
+groups of 4 as one of our meta bytes, and each 4-bit half maps to a nibble
+``i0 | i1 << 2`` through a 16-entry table.
+"""
+from __future__ import annotations
+
+import torch
+
+# 4-bit keep mask -> our nibble (0 = not exactly two bits set: invalid).
+_MASK_TO_NIBBLE = torch.zeros(16, dtype=torch.uint8)
+# our nibble -> 4-bit keep mask (0 = invalid nibble).
+_NIBBLE_TO_MASK = torch.zeros(16, dtype=torch.uint8)
+for _i0 in range(4):
+    for _i1 in range(_i0 + 1, 4):
+        _MASK_TO_NIBBLE[(1 << _i0) | (1 << _i1)] = _i0 | (_i1 << 2)
+        _NIBBLE_TO_MASK[_i0 | (_i1 << 2)] = (1 << _i0) | (1 << _i1)
+
+
+def _map_nibbles(table: torch.Tensor, packed: torch.Tensor):
+    """Map both nibbles of every byte; also return where each was invalid (0)."""
+    t = table.to(packed.device)
+    lo, hi = t[(packed & 0xF).long()], t[(packed >> 4).long()]
+    return lo | (hi << 4), (lo == 0), (hi == 0)
+
+
+def to_sparse24_bitmask(values: torch.Tensor, meta: torch.Tensor) -> dict[str, torch.Tensor]:
+    """llmpack ``(values [R, K/2], meta)`` -> ``{"shape", "compressed", "bitmask"}``."""
+    r, k = values.shape[0], values.shape[1] * 2
+    bitmask, bad_lo, bad_hi = _map_nibbles(_NIBBLE_TO_MASK, meta)
+    if (k // 4) % 2 and meta.shape[1]:
+        bad_hi[:, -1] = meta[:, -1] >> 4 != 0   # padding nibble: must be 0, maps to 0
+        bitmask[:, -1] &= 0x0F
+    if bad_lo.any() or bad_hi.any():
+        raise ValueError("to_sparse24_bitmask: meta holds invalid nibbles (corrupted stream)")
+    return {"shape": torch.tensor([r, k]).reshape(-1, 1), "compressed": values.clone(), "bitmask": bitmask}
+
+
+def from_sparse24_bitmask(compressed: torch.Tensor, bitmask: torch.Tensor,
+                          shape) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sparse-24-bitmask`` tensors -> llmpack ``(values, meta)``.
+
+    Raises ValueError when the shapes disagree or a group of four does not have
+    exactly two bits set (that format always keeps exactly two)."""
+    r, c = (int(v) for v in torch.as_tensor(shape).flatten().tolist())
+    if c % 4:
+        raise ValueError(f"from_sparse24_bitmask: dense width {c} is not a multiple of 4")
+    if tuple(compressed.shape) != (r, c // 2):
+        raise ValueError(f"from_sparse24_bitmask: compressed has shape {tuple(compressed.shape)}, "
+                         f"expected {(r, c // 2)} for dense shape {(r, c)}")
+    if bitmask.dtype != torch.uint8 or tuple(bitmask.shape) != (r, (c + 7) // 8):
+        raise ValueError(f"from_sparse24_bitmask: bitmask must be uint8 of shape {(r, (c + 7) // 8)}, "
+                         f"got {bitmask.dtype} {tuple(bitmask.shape)}")
+    meta, bad_lo, bad_hi = _map_nibbles(_MASK_TO_NIBBLE, bitmask)
+    if (c // 4) % 2 and r:
+        bad_hi[:, -1] = bitmask[:, -1] >> 4 != 0  # bits past column c must be clear
+        meta[:, -1] &= 0x0F
+    bad = torch.stack([bad_lo, bad_hi], -1).flatten(1)
+    if bad.any():
+        row, g = divmod(int(bad.flatten().nonzero()[0]), bad.shape[1])
+        raise ValueError(f"from_sparse24_bitmask: row {row}, group {g} (columns {4 * g}..{4 * g + 3}) "
+                         "does not keep exactly 2 of 4")
+    return compressed.clone(), meta
