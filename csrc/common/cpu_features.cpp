@@ -15,10 +15,11 @@ Isa detect() {
 #if defined(__x86_64__) || defined(_M_X64)
   __builtin_cpu_init();
 #if defined(LLMPACK_HAVE_AVX512)
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    return Isa::avx512;
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (avx512 && __builtin_cpu_supports("avx512bf16")) return Isa::avx512_bf16;
+  if (avx512) return Isa::avx512;
 #endif
 #if defined(LLMPACK_HAVE_AVX2)
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
@@ -31,10 +32,11 @@ Isa detect() {
 
 Isa parse_env() {
   const char* v = std::getenv("LLMPACK_ISA");
-  if (!v || !*v) return Isa::avx512;  // no request: highest available
+  if (!v || !*v) return Isa::avx512_bf16;  // no request: highest available
   if (!std::strcmp(v, "generic")) return Isa::generic;
   if (!std::strcmp(v, "avx2")) return Isa::avx2;
-  return Isa::avx512;
+  if (!std::strcmp(v, "avx512")) return Isa::avx512;
+  return Isa::avx512_bf16;
 }
 
 Isa clamp(Isa want) {
@@ -63,6 +65,7 @@ Isa set_active_isa(Isa requested) {
 
 const char* isa_name(Isa isa) {
   switch (isa) {
+    case Isa::avx512_bf16: return "avx512_bf16";
     case Isa::avx512: return "avx512";
     case Isa::avx2: return "avx2";
     default: return "generic";

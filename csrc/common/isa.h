@@ -14,6 +14,11 @@ enum class Isa : int {
   generic = 0,  // plain C++, compiler's baseline flags
   avx2 = 1,     // AVX2 + FMA + F16C + BMI2 (Haswell and later)
   avx512 = 2,   // AVX-512 F/BW/VL/DQ (Skylake-SP and later)
+  // avx512 + AVX512_BF16 (Cooper Lake, Sapphire Rapids, Zen 4): bf16 dot
+  // products at twice the fp32 FMA rate. No separate unit: the kernels that
+  // use it live in the avx512 unit behind __attribute__((target)), and a
+  // family without such kernels points this level at its avx512 table.
+  avx512_bf16 = 3,
 };
 
 // Highest level this CPU (and OS) supports and this build compiled.
@@ -26,8 +31,12 @@ Isa set_active_isa(Isa requested);
 const char* isa_name(Isa isa);
 
 template <class Table>
-const Table& pick_isa(const Table* generic, const Table* avx2, const Table* avx512) {
+const Table& pick_isa(const Table* generic, const Table* avx2, const Table* avx512,
+                      const Table* avx512_bf16 = nullptr) {
   switch (active_isa()) {
+    case Isa::avx512_bf16:
+      if (avx512_bf16) return *avx512_bf16;
+      [[fallthrough]];
     case Isa::avx512:
       if (avx512) return *avx512;
       [[fallthrough]];

@@ -45,7 +45,7 @@ template <class T>
 struct Avx2Kernel {
   template <int MB>
   static uint32_t block(const LinearCtx& c, DType dt, const T* v, const uint8_t* mt, int64_t m0, float* acc) {
-    constexpr int U = MB == 1 ? 4 : (MB == 2 ? 2 : 1);
+    constexpr int U = MB == 1 ? 4 : 2;  // >= 4 independent FMA/dot chains in flight
     const int64_t chunks = c.k / kChunk;
     __m256 a[MB][U];
     for (int i = 0; i < MB; ++i)

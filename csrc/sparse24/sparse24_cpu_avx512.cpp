@@ -48,7 +48,7 @@ struct Avx512Kernel {
   // chains per row hide FMA latency when MB is small.
   template <int MB>
   static uint32_t block(const LinearCtx& c, DType dt, const T* v, const uint8_t* mt, int64_t m0, float* acc) {
-    constexpr int U = MB == 1 ? 4 : (MB == 2 ? 2 : 1);
+    constexpr int U = MB == 1 ? 4 : 2;  // >= 4 independent FMA/dot chains in flight
     const int64_t chunks = c.k / kChunk;
     __m512 a[MB][U];
     for (int i = 0; i < MB; ++i)
@@ -99,10 +99,108 @@ struct Avx512Kernel {
 
 void linear(const LinearParams& p) { linear_dispatch<Avx512Kernel>(p); }
 
+// ---------------------------------------------------------------------------
+// avx512_bf16 level: bf16 weights and activations multiply in bf16 pairs.
+//
+// Per chunk of 64 K-positions (16 groups, 32 kept values = one zmm of bf16,
+// 8 metadata bytes): value j pairs with x[4*(j/2) + i_j], an index in 0..63,
+// so one vpermt2w gathers all 32 partners out of the two zmm holding
+// x[64c .. 64c+63] (bf16), and one vdpbf16ps does 32 MACs (each fp32 lane
+// accumulates its group's two products; bf16*bf16 products are exact in fp32).
+// Twice the MACs per permute of the fp32 path, which is what bounds it.
+// ---------------------------------------------------------------------------
+#define LLMPACK_BF16 __attribute__((target("avx512bf16")))
+
+constexpr int kChunk64 = 64;
+
+alignas(64) constexpr uint16_t kWordShift[32] = {0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6,
+                                                 0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6};
+alignas(64) constexpr uint16_t kWordBase[32] = {0,  0,  4,  4,  8,  8,  12, 12, 16, 16, 20, 20, 24, 24, 28, 28,
+                                                32, 32, 36, 36, 40, 40, 44, 44, 48, 48, 52, 52, 56, 56, 60, 60};
+// pshufb control: byte 0 of each qword into the low byte of its 4 words (high bytes zeroed).
+alignas(64) constexpr uint8_t kSpreadByte[64] = {
+    0, 0x80, 0, 0x80, 0, 0x80, 0, 0x80, 8, 0x80, 8, 0x80, 8, 0x80, 8, 0x80,
+    0, 0x80, 0, 0x80, 0, 0x80, 0, 0x80, 8, 0x80, 8, 0x80, 8, 0x80, 8, 0x80,
+    0, 0x80, 0, 0x80, 0, 0x80, 0, 0x80, 8, 0x80, 8, 0x80, 8, 0x80, 8, 0x80,
+    0, 0x80, 0, 0x80, 0, 0x80, 0, 0x80, 8, 0x80, 8, 0x80, 8, 0x80, 8, 0x80};
+
+// 32 word indices (0..63) for a 64-bit metadata word: value j's field sits at
+// bits 2j..2j+1; qword q of the vector serves words 4q..4q+3, whose fields
+// are byte q of the metadata word.
+LLMPACK_BF16 inline __m512i chunk64_indices(uint64_t meta64) {
+  const __m512i qshift = _mm512_setr_epi64(0, 8, 16, 24, 32, 40, 48, 56);
+  __m512i t = _mm512_srlv_epi64(_mm512_set1_epi64(int64_t(meta64)), qshift);
+  t = _mm512_shuffle_epi8(t, _mm512_load_si512(kSpreadByte));
+  t = _mm512_srlv_epi16(t, _mm512_load_si512(kWordShift));
+  t = _mm512_and_si512(t, _mm512_set1_epi16(3));
+  return _mm512_add_epi16(t, _mm512_load_si512(kWordBase));
+}
+
+template <int MB>
+LLMPACK_BF16 uint32_t block_bf16(const LinearCtx& c, const uint16_t* v, const uint8_t* mt, int64_t m0,
+                                 float* acc) {
+  constexpr int U = MB == 1 ? 4 : 2;  // >= 4 independent FMA/dot chains in flight
+  const int64_t chunks = c.k / kChunk64;
+  __m512 a[MB][U];
+  for (int i = 0; i < MB; ++i)
+    for (int u = 0; u < U; ++u) a[i][u] = _mm512_setzero_ps();
+  const uint16_t* x0 = static_cast<const uint16_t*>(c.x_raw) + m0 * c.k;
+  uint32_t invalid = 0;
+  auto step = [&](int64_t ch, int u) LLMPACK_BF16 {
+    uint64_t word;
+    std::memcpy(&word, mt + 8 * ch, 8);
+    invalid |= invalid_nibbles(uint32_t(word)) | invalid_nibbles(uint32_t(word >> 32));
+    const __m512i idx = chunk64_indices(word);
+    const __m512i w = _mm512_loadu_si512(v + 32 * ch);
+    for (int i = 0; i < MB; ++i) {
+      const uint16_t* xr = x0 + i * c.k + kChunk64 * ch;
+      const __m512i g = _mm512_permutex2var_epi16(_mm512_loadu_si512(xr), idx, _mm512_loadu_si512(xr + 32));
+      a[i][u] = _mm512_dpbf16_ps(a[i][u], (__m512bh)w, (__m512bh)g);
+    }
+  };
+  int64_t ch = 0;
+  for (; ch + U <= chunks; ch += U)
+    for (int u = 0; u < U; ++u) step(ch + u, u);
+  for (; ch < chunks; ++ch) step(ch, 0);
+  for (int i = 0; i < MB; ++i) {
+    __m512 s = a[i][0];
+    for (int u = 1; u < U; ++u) s = _mm512_add_ps(s, a[i][u]);
+    acc[m0 + i] += _mm512_reduce_add_ps(s);
+  }
+  return invalid;
+}
+
+LLMPACK_BF16 bool dot_bf16(const LinearCtx& c, int64_t row, float* acc) {
+  const uint16_t* v = static_cast<const uint16_t*>(c.values) + row * values_cols(c.k);
+  const uint8_t* mt = c.meta + row * meta_cols(c.k);
+  uint32_t invalid = 0;
+  int64_t m0 = 0;
+  for (; m0 + 4 <= c.m; m0 += 4) invalid |= block_bf16<4>(c, v, mt, m0, acc);
+  switch (c.m - m0) {
+    case 3: invalid |= block_bf16<3>(c, v, mt, m0, acc); break;
+    case 2: invalid |= block_bf16<2>(c, v, mt, m0, acc); break;
+    case 1: invalid |= block_bf16<1>(c, v, mt, m0, acc); break;
+    default: break;
+  }
+  const int64_t g_done = c.k / kChunk64 * (kChunk64 / kGroup);
+  const bool tail_ok = dot_rows_scalar<uint16_t>(c, DType::bf16, row, g_done, c.k / kGroup, 0, c.m, acc);
+  return tail_ok && invalid == 0;
+}
+
+// bf16 takes the dot-product path; fp32 and fp16 (whose values bf16 cannot
+// hold exactly) keep the fp32 path.
+void linear_bf16(const LinearParams& p) {
+  if (p.dtype == DType::bf16)
+    linear_driver<uint16_t>(p, [](const LinearCtx& c, int64_t row, float* acc) { return dot_bf16(c, row, acc); });
+  else
+    linear_dispatch<Avx512Kernel>(p);
+}
+
 }  // namespace
 }  // namespace llmpack::sparse24::avx512
 
 namespace llmpack::sparse24 {
-extern const CpuKernels kCpuAvx512;
+extern const CpuKernels kCpuAvx512, kCpuAvx512Bf16;
 const CpuKernels kCpuAvx512 = {&avx512::compress, &avx512::decompress, &avx512::linear};
+const CpuKernels kCpuAvx512Bf16 = {&avx512::compress, &avx512::decompress, &avx512::linear_bf16};
 }  // namespace llmpack::sparse24

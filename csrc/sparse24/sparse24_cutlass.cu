@@ -44,6 +44,10 @@ struct SparseGemmConfig {
   static_assert(Kernel::kElementsPerElementE == 8, "one metadata word = 8 kept values = 16 columns of K");
   static_assert(std::is_same_v<typename Kernel::LayoutE, cutlass::layout::ColumnMajorInterleaved<2>>,
                 "metadata layout assumed by sparse24_reorder.h");
+  static_assert(std::is_same_v<typename Kernel::Mma::IteratorA::Layout, cutlass::layout::RowMajor> &&
+                    std::is_same_v<typename Kernel::Mma::IteratorB::Layout, cutlass::layout::ColumnMajor> &&
+                    std::is_same_v<typename Kernel::Mma::IteratorE::Layout, typename Kernel::LayoutE>,
+                "operand layouts as described in sparse24_cutlass.h");
 };
 
 constexpr int64_t kLddAlign = 8;  // D's leading dimension: one 128-bit epilogue store

@@ -18,7 +18,10 @@
 namespace llmpack::sparse24 {
 namespace {
 
-const CpuKernels& cpu() { return pick_isa(&kCpuGeneric, LLMPACK_IF_AVX2(kCpuAvx2), LLMPACK_IF_AVX512(kCpuAvx512)); }
+const CpuKernels& cpu() {
+  return pick_isa(&kCpuGeneric, LLMPACK_IF_AVX2(kCpuAvx2), LLMPACK_IF_AVX512(kCpuAvx512),
+                  LLMPACK_IF_AVX512(kCpuAvx512Bf16));
+}
 
 constexpr auto kFloatTypes = {ScalarType::Float, ScalarType::Half, ScalarType::BFloat16};
 

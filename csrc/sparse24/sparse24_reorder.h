@@ -87,16 +87,38 @@ LLMPACK_HD CutlassMetaPos cutlass_meta_pos(int64_t row, int64_t group, int64_t p
 
 // Canonical meta [rows, mcols] -> CUTLASS buffer of
 // cutlass_meta_bytes_from_cols(rows, mcols) bytes (every byte written).
+// The metadata is validated on the way (the GEMM hands it to the tensor cores
+// unchecked, where an invalid nibble is undefined): every group's nibble must
+// be one of the six valid ones and a canonical padding nibble must be 0.
 struct MetaReorderParams {
   const uint8_t* meta;  // [rows, mcols], canonical (sparse24.h)
   uint8_t* out;         // cutlass_meta_bytes_from_cols(rows, mcols) bytes
   int64_t rows;         // N
   int64_t mcols;        // meta_cols(K)
+  // K/4 when the caller knows K (then exact: the high nibble of the last byte
+  // is a group iff groups is even, else padding that must be 0), or -1 when
+  // only the meta is known (then that one nibble may be either).
+  int64_t groups;
+  // Out: lowest row holding an invalid nibble, or kNoError; pre-filled with
+  // kNoError by the caller (device memory for the CUDA launcher). The output
+  // is complete either way. May be null: no validation.
+  int64_t* first_bad_row;
 };
 
+// True for a canonical byte whose two nibbles are valid. `last` is whether it
+// is the row's last byte, whose high nibble may be padding.
+LLMPACK_HD bool cutlass_meta_byte_ok(unsigned byte, bool last, int64_t groups, int64_t mcols) {
+  const unsigned lo = byte & 0xF, hi = byte >> 4;
+  if (!valid_nibble(lo)) return false;
+  if (!last) return valid_nibble(hi);
+  if (groups < 0) return hi == 0 || valid_nibble(hi);   // K unknown
+  return groups == 2 * mcols ? valid_nibble(hi) : hi == 0;
+}
+
 // Copies one canonical 16-bit word (row, c) of the zero-padded canonical meta
-// to its CUTLASS position. Shared by the CPU loop and the CUDA kernel.
-LLMPACK_HD void cutlass_meta_copy_word(const MetaReorderParams& p, int64_t row, int64_t c,
+// to its CUTLASS position; returns false when it holds an invalid nibble.
+// Shared by the CPU loop and the CUDA kernel.
+LLMPACK_HD bool cutlass_meta_copy_word(const MetaReorderParams& p, int64_t row, int64_t c,
                                        int64_t padded_rows) {
   const int64_t b = 2 * c;
   const bool in_row = row < p.rows;
@@ -105,6 +127,10 @@ LLMPACK_HD void cutlass_meta_copy_word(const MetaReorderParams& p, int64_t row, 
   const CutlassMetaPos pos = cutlass_meta_pos(row, c * kCutlassMetaWordGroups, padded_rows);
   p.out[2 * pos.word] = lo;
   p.out[2 * pos.word + 1] = hi;
+  bool ok = true;
+  if (in_row && b < p.mcols) ok = cutlass_meta_byte_ok(lo, b + 1 == p.mcols, p.groups, p.mcols);
+  if (in_row && b + 1 < p.mcols) ok = ok && cutlass_meta_byte_ok(hi, b + 2 == p.mcols, p.groups, p.mcols);
+  return ok;
 }
 
 // CPU (sparse24_reorder.cpp) and CUDA (sparse24_reorder_cuda.cu; returns a

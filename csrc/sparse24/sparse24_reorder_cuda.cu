@@ -2,7 +2,8 @@
 // index function as the CPU path (sparse24_reorder.h). One thread per
 // canonical 16-bit word: reads are coalesced along a row, writes scatter
 // within 128-byte blocks. Done once per weight (cache the result), so this is
-// kept simple rather than staged through shared memory.
+// kept simple rather than staged through shared memory. Invalid nibbles are
+// reported through p.first_bad_row (device memory, pre-filled with kNoError).
 #include "common/cuda/launch.cuh"
 #include "sparse24/sparse24_reorder.h"
 
@@ -17,7 +18,8 @@ __global__ void meta_to_cutlass_kernel(MetaReorderParams p) {
   const long long total = padded_rows * words;
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
        i += (long long)gridDim.x * blockDim.x)
-    cutlass_meta_copy_word(p, i / words, i % words, padded_rows);
+    if (!cutlass_meta_copy_word(p, i / words, i % words, padded_rows) && p.first_bad_row)
+      atomicMin(reinterpret_cast<unsigned long long*>(p.first_bad_row), static_cast<unsigned long long>(i / words));
 }
 
 }  // namespace

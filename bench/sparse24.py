@@ -1,0 +1,71 @@
+"""2:4 sparse linear vs dense F.linear, same shapes, same run.
+
+One row per (M, K, N, dtype): time of llmpack.sparse24_linear (median, min,
+max), GB/s over the bytes it must move (packed values + meta + x + y),
+GFLOP/s counting the useful MACs (2*M*N*K/2: half the weights are zero),
+% of the machine's roofline for that traffic/work, and speed-up over dense
+F.linear in the same dtype and over the fastest dense option (fp32 or bf16).
+
+    python bench/sparse24.py [--quick] [--m 1,4,16] [--dtypes bfloat16,float32]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _harness import Table, timeit  # noqa: E402
+
+import llmpack  # noqa: E402
+
+# (K, N): Llama-7B-like projections, then SmolLM2-135M's (hidden 576, MLP 1536, KV 192).
+SHAPES = [(4096, 4096), (4096, 11008), (11008, 4096), (576, 576), (576, 192), (576, 1536), (1536, 576)]
+
+
+def make_packed(n, k, dtype):
+    w = torch.randn(n, k, dtype=dtype).view(n, k // 4, 4)
+    keep = w.abs().float().topk(2, -1).indices
+    W = torch.where(torch.zeros_like(w, dtype=torch.bool).scatter_(-1, keep, True), w,
+                    torch.zeros((), dtype=dtype)).view(n, k)
+    return W, *llmpack.sparse24_compress(W)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="two shapes, M=1 only (smoke test)")
+    ap.add_argument("--m", default="1,4,16,64,256")
+    ap.add_argument("--dtypes", default="bfloat16,float32")
+    args = ap.parse_args()
+    ms = [1] if args.quick else [int(v) for v in args.m.split(",")]
+    shapes = SHAPES[3:5] if args.quick else SHAPES
+    dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
+    tab = Table(f"sparse24_linear vs dense F.linear, ISA {llmpack.active_isa()}, "
+                f"threads {torch.get_num_threads()}")
+    tab.extra_cols(("vs_best_dense",), (13,))
+    for k, n in shapes:
+        for dtype in dtypes:
+            W, v, meta = make_packed(n, k, dtype)
+            Wf = W.float()
+            Wb = W.bfloat16()
+            es = W.element_size()
+            for m in ms:
+                x = torch.randn(m, k, dtype=dtype)
+                t = timeit(lambda: llmpack.sparse24_linear(x, v, meta))
+                t_same = timeit(lambda: F.linear(x, W))
+                xf, xb = x.float(), x.bfloat16()
+                t_f32 = t_same if dtype == torch.float32 else timeit(lambda: F.linear(xf, Wf))
+                t_b16 = t_same if dtype == torch.bfloat16 else timeit(lambda: F.linear(xb, Wb))
+                best = min(t_f32, t_b16, key=lambda r: r.median_s)
+                bytes_moved = v.numel() * es + meta.numel() + (m * k + m * n) * es
+                flops = 2 * m * n * k / 2
+                dt = str(dtype).replace("torch.", "")
+                tab.row(f"M={m} K={k} N={n}", dt, t, bytes_moved, flops, f"F.linear {dt}", t_same,
+                        roof_dtype=dt, extra=(f"{best.median_s / t.median_s:.2f}x",))
+
+
+if __name__ == "__main__":
+    main()
