@@ -31,7 +31,15 @@ def cmd_info(_args) -> int:
     return 0
 
 
-def cmd_demo(_args) -> int:
+def cmd_demo(args) -> int:
+    """SmolLM2-135M dense vs 2:4 (llmpack.demo), after a one-line kernel check."""
+    rc = cmd_pack_demo(args)
+    from llmpack import demo
+
+    return rc or demo.run(method=args.method, new_tokens=args.tokens, dtype=args.dtype)
+
+
+def cmd_pack_demo(_args) -> int:
     """One-line kernel demo: prune a weight to 2:4, pack it, unpack it exactly."""
     import torch
 
@@ -55,7 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llmpack", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("info", help="version, ISA level, CUDA archs, registered ops").set_defaults(fn=cmd_info)
-    sub.add_parser("demo", help="run the main demo").set_defaults(fn=cmd_demo)
+    demo = sub.add_parser("demo", help="SmolLM2-135M dense vs 2:4: text, tokens/s, size, perplexity")
+    demo.add_argument("--method", default="wanda", choices=["magnitude", "wanda", "sparsegpt"])
+    demo.add_argument("--tokens", type=int, default=32, help="greedy tokens to generate")
+    demo.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
+    demo.set_defaults(fn=cmd_demo)
     args = parser.parse_args(argv)
     return args.fn(args)
 
