@@ -132,5 +132,9 @@ extern const CpuKernels kCpuGeneric, kCpuAvx2, kCpuAvx512, kCpuAvx512Bf16;
 // first_bad_* point to device memory pre-filled with kNoError.
 int launch_compress_cuda(const CompressParams& p, void* stream);
 int launch_decompress_cuda(const DecompressParams& p, void* stream);
+// Decode-shape linear on the tensor cores (mma.sp), fp16/bf16, 1 <= m <= 16
+// (sparse24_smallm_cuda.cu). Returns -1 when unsupported (caller falls back).
+bool smallm_linear_supported(int64_t m, DType dtype);
+int launch_linear_smallm_cuda(const LinearParams& p, void* stream);
 
 }  // namespace llmpack::sparse24

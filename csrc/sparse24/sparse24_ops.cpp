@@ -230,13 +230,27 @@ Tensor decompress_cuda(Tensor values_in, Tensor meta_in) {
   return w;
 }
 
-// Until the tensor-core kernels are wired in, CUDA linear decompresses on the
-// device and uses torch's GEMM (cuBLAS): always correct, never fast.
-Tensor linear_cuda(Tensor x, Tensor values_in, Tensor meta_in, std::optional<Tensor> bias) {
-  check_linear_args(x, values_in, meta_in, bias);
-  Tensor w = decompress_cuda(values_in, meta_in);
-  Flat f = flatten_x(x, w.size(0));
-  return torch::stable::reshape(aten_linear(f.x2d, w, bias), f.out_shape);
+// CUDA linear: decode shapes (fp16/bf16, M <= 16) run the mma.sp kernel;
+// everything else decompresses on the device and uses torch's GEMM (cuBLAS).
+Tensor linear_cuda(Tensor x, Tensor values_in, Tensor meta_in, std::optional<Tensor> bias_in) {
+  check_linear_args(x, values_in, meta_in, bias_in);
+  Tensor values = dense(values_in), meta = dense(meta_in);
+  const int64_t n = values.size(0), k = values.size(1) * 2;
+  Flat f = flatten_x(x, n);
+  const DType dt = dtype_of(x);
+  if (smallm_linear_supported(f.m, dt) && n > 0) {
+    CudaContext ctx(values);
+    std::optional<Tensor> bias;
+    if (bias_in) bias = dense(*bias_in);
+    Tensor y = new_empty(f.x2d, {f.m, n}, x.scalar_type());
+    // No error slot: corrupted metadata traps in the kernel (no per-call sync).
+    LinearParams p{f.x2d.const_data_ptr(), values.const_data_ptr(), static_cast<const uint8_t*>(meta.const_data_ptr()),
+                   bias ? bias->const_data_ptr() : nullptr, y.mutable_data_ptr(), f.m, n, k, dt, nullptr};
+    check_launch(launch_linear_smallm_cuda(p, ctx.stream), "sparse24_linear");
+    return torch::stable::reshape(y, f.out_shape);
+  }
+  Tensor w = decompress_cuda(values, meta);
+  return torch::stable::reshape(aten_linear(f.x2d, w, bias_in), f.out_shape);
 }
 #endif
 
