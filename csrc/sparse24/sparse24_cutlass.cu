@@ -1,19 +1,77 @@
 // 2:4 sparse linear through CUTLASS's sm80 structured-sparse GEMM; design,
-// layouts and limits in sparse24_cutlass.h. Compiled only with the CUTLASS
-// headers (LLMPACK_WITH_CUTLASS) and never in the SIMT-emulator build (the
-// GEMM is tensor-core code); otherwise the entry points report "not built".
+// layouts and limits in sparse24_cutlass.h. The GEMM is compiled only with
+// the CUTLASS headers (LLMPACK_WITH_CUTLASS) and never in the SIMT-emulator
+// build (it is tensor-core code); otherwise the entry points report "not
+// built" and callers fall back.
 //
 // We take the kernel type from kernel::DefaultSparseGemm and launch
 // cutlass::Kernel<> ourselves through LLMPACK_LAUNCH (device::SparseGemm
 // would launch with <<<>>>), building the same Params it would.
 #include "sparse24/sparse24_cutlass.h"
 
-#if defined(LLMPACK_WITH_CUTLASS) && !defined(LLMPACK_SIMT_EMULATION)
-
-#include <climits>
 #include <type_traits>
 
 #include "common/cuda/launch.cuh"
+
+// The transpose (+ bias) kernel that follows the GEMM is plain CUDA: it is
+// compiled in every CUDA build, the emulator's included, so it can be tested
+// on the CPU.
+namespace llmpack::sparse24 {
+namespace {
+
+// y[m, n] = D[n, m] (+ bias[n]); D row-major with leading dimension ldd.
+// 32 x 32 tiles through shared memory: coalesced reads along m, writes along n.
+namespace Transpose {
+enum : int { kTile = 32, kRows = 8 };  // 32 x 32 tile, 32 x 8 threads
+}
+
+template <class T>
+__device__ __forceinline__ float to_float(T v) {
+  if constexpr (std::is_same_v<T, __half>) return __half2float(v);
+  else return __bfloat162float(v);
+}
+template <class T>
+__device__ __forceinline__ T from_float(float v) {
+  if constexpr (std::is_same_v<T, __half>) return __float2half_rn(v);
+  else return __float2bfloat16_rn(v);
+}
+
+template <class T>
+__global__ void transpose_bias_kernel(const T* d, long long ldd, const T* bias, T* y, long long m, long long n) {
+  __shared__ T tile[Transpose::kTile][Transpose::kTile + 1];
+  const long long m0 = (long long)blockIdx.x * Transpose::kTile, n0 = (long long)blockIdx.y * Transpose::kTile;
+  for (int i = threadIdx.y; i < Transpose::kTile; i += Transpose::kRows) {
+    const long long r = n0 + i, c = m0 + threadIdx.x;
+    if (r < n && c < m) tile[i][threadIdx.x] = d[r * ldd + c];
+  }
+  __syncthreads();
+  const long long col = n0 + threadIdx.x;
+  if (col >= n) return;
+  const float b = bias ? to_float(bias[col]) : 0.f;
+  for (int i = threadIdx.y; i < Transpose::kTile; i += Transpose::kRows) {
+    const long long row = m0 + i;
+    if (row < m) {
+      const T v = tile[threadIdx.x][i];
+      y[row * n + col] = bias ? from_float<T>(to_float(v) + b) : v;
+    }
+  }
+}
+
+template <class T>
+int launch_transpose(const LinearParams& p, const void* d, int64_t ldd, void* stream) {
+  const dim3 grid(cuda::ceil_div(p.m, Transpose::kTile), cuda::ceil_div(p.n, Transpose::kTile));
+  return LLMPACK_LAUNCH(transpose_bias_kernel<T>, grid, dim3(Transpose::kTile, Transpose::kRows), 0, stream,
+                        static_cast<const T*>(d), static_cast<long long>(ldd), static_cast<const T*>(p.bias),
+                        static_cast<T*>(p.y), static_cast<long long>(p.m), static_cast<long long>(p.n));
+}
+
+}  // namespace
+}  // namespace llmpack::sparse24
+
+#if defined(LLMPACK_WITH_CUTLASS) && !defined(LLMPACK_SIMT_EMULATION)
+
+#include <climits>
+
 #include "cutlass/cutlass.h"
 #include "cutlass/device_kernel.h"
 #include "cutlass/epilogue/thread/linear_combination.h"
@@ -85,48 +143,6 @@ int run_gemm(const LinearParams& p, const uint8_t* meta_cutlass, void* d, int64_
   return LLMPACK_LAUNCH(cutlass::Kernel<Kernel>, grid, dim3(Kernel::kThreadCount), smem, stream, params);
 }
 
-// y[m, n] = D[n, m] (+ bias[n]); D row-major with leading dimension ldd.
-// 32 x 32 tiles through shared memory: coalesced reads along m, writes along n.
-constexpr int kTransposeTile = 32, kTransposeRows = 8;
-
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <class T>
-__device__ __forceinline__ T from_float(float v);
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-
-template <class T>
-__global__ void transpose_bias_kernel(const T* d, long long ldd, const T* bias, T* y, long long m, long long n) {
-  __shared__ T tile[kTransposeTile][kTransposeTile + 1];
-  const long long m0 = (long long)blockIdx.x * kTransposeTile, n0 = (long long)blockIdx.y * kTransposeTile;
-  for (int i = threadIdx.y; i < kTransposeTile; i += kTransposeRows) {
-    const long long r = n0 + i, c = m0 + threadIdx.x;
-    if (r < n && c < m) tile[i][threadIdx.x] = d[r * ldd + c];
-  }
-  __syncthreads();
-  const long long col = n0 + threadIdx.x;
-  if (col >= n) return;
-  const float b = bias ? to_float(bias[col]) : 0.f;
-  for (int i = threadIdx.y; i < kTransposeTile; i += kTransposeRows) {
-    const long long row = m0 + i;
-    if (row < m) {
-      const T v = tile[threadIdx.x][i];
-      y[row * n + col] = bias ? from_float<T>(to_float(v) + b) : v;
-    }
-  }
-}
-
-template <class T>
-int launch_transpose(const LinearParams& p, const void* d, int64_t ldd, void* stream) {
-  const dim3 grid(cuda::ceil_div(p.m, kTransposeTile), cuda::ceil_div(p.n, kTransposeTile));
-  return LLMPACK_LAUNCH(transpose_bias_kernel<T>, grid, dim3(kTransposeTile, kTransposeRows), 0, stream,
-                        static_cast<const T*>(d), static_cast<long long>(ldd), static_cast<const T*>(p.bias),
-                        static_cast<T*>(p.y), static_cast<long long>(p.m), static_cast<long long>(p.n));
-}
-
 template <class Element, class T>
 int run_linear(const LinearParams& p, const uint8_t* meta_cutlass, void* ws, void* stream) {
   const int64_t ldd = round_up(p.m, kLddAlign);
@@ -145,7 +161,7 @@ bool cutlass_linear_supported(int64_t m, int64_t n, int64_t k, DType dtype) {
   // CUTLASS's problem sizes are int; ldd * n indexes D in 64 bits. The
   // transpose grid puts n / 32 in gridDim.y (<= 65535).
   if (round_up(m, kLddAlign) > INT_MAX || n > INT_MAX || k > INT_MAX) return false;
-  if ((n + kTransposeTile - 1) / kTransposeTile > 65535) return false;
+  if ((n + Transpose::kTile - 1) / Transpose::kTile > 65535) return false;
   return true;
 }
 

@@ -58,11 +58,14 @@ bool cutlass_linear_supported(int64_t m, int64_t n, int64_t k, DType dtype);
 // output dtype, rounded up to 256 bytes. 0 when unsupported.
 size_t cutlass_workspace_bytes(int64_t m, int64_t n, int64_t k, DType dtype);
 
-// y = x @ W^T (+ bias) for p.dtype f16/bf16. p.meta is ignored: meta_cutlass
-// is the reordered metadata (cutlass_meta_bytes(p.n, p.k) bytes). x, values,
-// meta_cutlass and workspace must be 16-byte aligned (else kCutlassUnsupported);
-// workspace must not overlap y. Asynchronous on `stream` (a cudaStream_t).
-// Returns 0, kCutlass* (< 0) or a cudaError_t (> 0).
+// y = x @ W^T (+ bias) for p.dtype f16/bf16. p.meta and p.first_bad_row are
+// not used: meta_cutlass is the reordered metadata (cutlass_meta_bytes(p.n,
+// p.k) bytes, from meta_to_cutlass_cpu / launch_meta_to_cutlass_cuda), which
+// must have been validated when it was made (its first_bad_row): the tensor
+// cores take it unchecked. x, values, meta_cutlass and workspace must be
+// 16-byte aligned (else kCutlassUnsupported); workspace must not overlap y.
+// Asynchronous on `stream` (a cudaStream_t): two launches, the GEMM and the
+// transpose (+ bias). Returns 0, kCutlass* (< 0) or a cudaError_t (> 0).
 int launch_linear_cutlass(const LinearParams& p, const uint8_t* meta_cutlass, void* workspace,
                           size_t workspace_bytes, void* stream);
 

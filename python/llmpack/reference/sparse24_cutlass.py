@@ -19,10 +19,12 @@ mapping as a closed-form bit formula; the test checks the two agree):
    ``layout::ColumnMajorInterleaved<2>`` with its packed leading dimension
    ``2 * rows``: ``offset(row, col) = (col // 2) * (2 * rows) + row * 2 + col % 2``.
 
-Shapes that CUTLASS itself cannot lay out (N % 32 != 0, K/16 odd or K % 16 !=
-0) are defined here by zero padding: E is padded with zero rows to a multiple
-of 32 and with zero words to an even count per row; the result is then a flat
-uint8 buffer of ``rows_padded * words_padded * 2`` bytes, little-endian words.
+Shapes that CUTLASS itself cannot lay out (N % 32 != 0, or an odd number of
+uint16 words per row, i.e. K % 32 != 0) are defined here by zero padding: E is
+padded with zero rows to a multiple of 32 and with zero words to an even count
+per row; the result is a flat uint8 buffer of ``rows_padded * words_padded * 2``
+bytes (little-endian words). This is a layout oracle only: unlike the op, it
+does not validate the nibbles.
 """
 from __future__ import annotations
 
