@@ -11,4 +11,7 @@ LLMPACK_LIBRARY(m) {
   m.def("sparse24_decompress(Tensor values, Tensor meta) -> Tensor");
   // y [..., N] = x [..., K] @ W^T + bias with W given packed as (values, meta); fp32 accumulation.
   m.def("sparse24_linear(Tensor x, Tensor values, Tensor meta, Tensor? bias=None) -> Tensor");
+  // 2:4 meta [N, ceil(K/8)] -> flat uint8 [round_up(N, 32) * round_up(ceil(K/8), 4)] in CUTLASS's sm80
+  // sparse-GEMM metadata layout (zero-padded, validated); layout in csrc/sparse24/sparse24_reorder.h.
+  m.def("sparse24_meta_to_cutlass(Tensor meta) -> Tensor");
 }

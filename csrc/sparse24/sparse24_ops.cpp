@@ -10,6 +10,8 @@
 #include "common/registration.h"
 #include "common/torch_utils.h"
 #include "sparse24/sparse24.h"
+#include "sparse24/sparse24_cutlass.h"
+#include "sparse24/sparse24_reorder.h"
 
 #ifndef LLMPACK_SPARSE24_DENSE_M_DEFAULT
 #define LLMPACK_SPARSE24_DENSE_M_DEFAULT 32
@@ -185,6 +187,36 @@ Tensor linear_cpu(Tensor x, Tensor values_in, Tensor meta_in, std::optional<Tens
   return torch::stable::reshape(y, f.out_shape);
 }
 
+// Canonical meta [N, ceil(K/8)] -> CUTLASS sm80 sparse-GEMM metadata, a flat
+// uint8 buffer (layout and padding rules: sparse24_reorder.h).
+void check_meta_to_cutlass_args(const Tensor& meta) {
+  constexpr const char* op = "sparse24_meta_to_cutlass";
+  check_cpu_or_cuda(meta, op, "meta");
+  check_dim(meta, 2, op, "meta");
+  check_dtype(meta, {ScalarType::Byte}, op, "meta");
+}
+
+// K is not known here (groups = -1): the last nibble of a row may be padding.
+MetaReorderParams meta_reorder_params(const Tensor& meta, Tensor& out, int64_t* bad) {
+  return {static_cast<const uint8_t*>(meta.const_data_ptr()), static_cast<uint8_t*>(out.mutable_data_ptr()),
+          meta.size(0), meta.size(1), /*groups=*/-1, bad};
+}
+
+[[noreturn]] void fail_bad_meta_row(int64_t row) {
+  fail("sparse24_meta_to_cutlass: corrupted meta in weight row ", row,
+       ": each nibble must encode two distinct positions i0 < i1 (and a padding nibble must be 0)");
+}
+
+Tensor meta_to_cutlass_op_cpu(Tensor meta_in) {
+  check_meta_to_cutlass_args(meta_in);
+  Tensor meta = dense(meta_in);
+  Tensor out = new_empty(meta, {cutlass_meta_bytes_from_cols(meta.size(0), meta.size(1))}, ScalarType::Byte);
+  int64_t bad = kNoError;
+  meta_to_cutlass_cpu(meta_reorder_params(meta, out, &bad));
+  if (bad != kNoError) fail_bad_meta_row(bad);
+  return out;
+}
+
 #if defined(LLMPACK_WITH_CUDA)
 // The kernels report the first bad index through one device int64 that starts
 // at kNoError; reading it back costs one sync, acceptable for offline packing.
@@ -249,8 +281,45 @@ Tensor linear_cuda(Tensor x, Tensor values_in, Tensor meta_in, std::optional<Ten
     check_launch(launch_linear_smallm_cuda(p, ctx.stream), "sparse24_linear");
     return torch::stable::reshape(y, f.out_shape);
   }
+  if (cutlass_linear_supported(f.m, n, k, dt)) {
+    // Larger M: CUTLASS's sparse GEMM. Its metadata layout is rebuilt per call
+    // on the device (~K/8 bytes per weight row, small next to the GEMM); the
+    // reorder validates it and traps on corruption, so no sync is needed.
+    CudaContext ctx(values);
+    std::optional<Tensor> bias;
+    if (bias_in) bias = dense(*bias_in);
+    Tensor meta_c = new_empty(meta, {int64_t(cutlass_meta_bytes(n, k))}, ScalarType::Byte);
+    MetaReorderParams rp{static_cast<const uint8_t*>(meta.const_data_ptr()), static_cast<uint8_t*>(meta_c.mutable_data_ptr()),
+                         n, meta.size(1), k / kGroup, nullptr};
+    check_launch(launch_meta_to_cutlass_cuda(rp, ctx.stream), "sparse24_linear");
+    const size_t ws_bytes = cutlass_workspace_bytes(f.m, n, k, dt);
+    Tensor ws = new_empty(values, {int64_t(ws_bytes)}, ScalarType::Byte);
+    Tensor y = new_empty(f.x2d, {f.m, n}, x.scalar_type());
+    LinearParams p{f.x2d.const_data_ptr(), values.const_data_ptr(), nullptr, bias ? bias->const_data_ptr() : nullptr,
+                   y.mutable_data_ptr(), f.m, n, k, dt, nullptr};
+    const int err = launch_linear_cutlass(p, static_cast<const uint8_t*>(meta_c.const_data_ptr()), ws.mutable_data_ptr(),
+                                          ws_bytes, ctx.stream);
+    if (err != kCutlassUnsupported) {  // e.g. a misaligned view falls through to the generic path
+      check_launch(err, "sparse24_linear");
+      return torch::stable::reshape(y, f.out_shape);
+    }
+  }
   Tensor w = decompress_cuda(values, meta);
   return torch::stable::reshape(aten_linear(f.x2d, w, bias_in), f.out_shape);
+}
+
+Tensor meta_to_cutlass_op_cuda(Tensor meta_in) {
+  check_meta_to_cutlass_args(meta_in);
+  Tensor meta = dense(meta_in);
+  CudaContext ctx(meta);
+  Tensor out = new_empty(meta, {cutlass_meta_bytes_from_cols(meta.size(0), meta.size(1))}, ScalarType::Byte);
+  Tensor slot = error_slot(meta);
+  check_launch(launch_meta_to_cutlass_cuda(
+                   meta_reorder_params(meta, out, static_cast<int64_t*>(slot.mutable_data_ptr())), ctx.stream),
+               "sparse24_meta_to_cutlass");
+  const int64_t bad = read_slot(slot);
+  if (bad != kNoError) fail_bad_meta_row(bad);
+  return out;
 }
 #endif
 
@@ -262,6 +331,7 @@ LLMPACK_CPU_IMPL(m) {
   m.impl("sparse24_compress", TORCH_BOX(&llmpack::sparse24::compress_cpu));
   m.impl("sparse24_decompress", TORCH_BOX(&llmpack::sparse24::decompress_cpu));
   m.impl("sparse24_linear", TORCH_BOX(&llmpack::sparse24::linear_cpu));
+  m.impl("sparse24_meta_to_cutlass", TORCH_BOX(&llmpack::sparse24::meta_to_cutlass_op_cpu));
 }
 #endif
 
@@ -270,5 +340,6 @@ LLMPACK_CUDA_IMPL(m) {
   m.impl("sparse24_compress", TORCH_BOX(&llmpack::sparse24::compress_cuda));
   m.impl("sparse24_decompress", TORCH_BOX(&llmpack::sparse24::decompress_cuda));
   m.impl("sparse24_linear", TORCH_BOX(&llmpack::sparse24::linear_cuda));
+  m.impl("sparse24_meta_to_cutlass", TORCH_BOX(&llmpack::sparse24::meta_to_cutlass_op_cuda));
 }
 #endif

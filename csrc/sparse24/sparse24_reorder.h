@@ -101,7 +101,8 @@ struct MetaReorderParams {
   int64_t groups;
   // Out: lowest row holding an invalid nibble, or kNoError; pre-filled with
   // kNoError by the caller (device memory for the CUDA launcher). The output
-  // is complete either way. May be null: no validation.
+  // is complete either way. May be null: no validation on the CPU; the CUDA
+  // kernel then traps on an invalid nibble (used where a sync is unwanted).
   int64_t* first_bad_row;
 };
 

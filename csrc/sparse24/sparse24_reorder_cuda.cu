@@ -18,8 +18,10 @@ __global__ void meta_to_cutlass_kernel(MetaReorderParams p) {
   const long long total = padded_rows * words;
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
        i += (long long)gridDim.x * blockDim.x)
-    if (!cutlass_meta_copy_word(p, i / words, i % words, padded_rows) && p.first_bad_row)
+    if (!cutlass_meta_copy_word(p, i / words, i % words, padded_rows)) {
+      if (!p.first_bad_row) __trap();  // per-call reorder inside sparse24_linear: no sync to report
       atomicMin(reinterpret_cast<unsigned long long*>(p.first_bad_row), static_cast<unsigned long long>(i / words));
+    }
 }
 
 }  // namespace

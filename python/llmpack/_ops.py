@@ -43,6 +43,14 @@ def _(x, values, meta, bias=None):
     return x.new_empty(*x.shape[:-1], values.shape[0])
 
 
+@torch.library.register_fake("llmpack::sparse24_meta_to_cutlass")
+def _(meta):
+    torch._check(meta.dim() == 2, lambda: f"sparse24_meta_to_cutlass: meta must be 2-D, got {meta.dim()}-D")
+    torch._check(meta.dtype == torch.uint8, lambda: "sparse24_meta_to_cutlass: meta must be uint8")
+    n, mcols = meta.shape
+    return meta.new_empty(((n + 31) // 32 * 32) * ((mcols + 3) // 4 * 4), dtype=torch.uint8)
+
+
 def sparse24_compress(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Pack a 2:4-sparse ``W [N, K]`` into ``(values [N, K/2], meta uint8 [N, ceil(K/8)])``."""
     return _ops.sparse24_compress(W)
@@ -57,3 +65,9 @@ def sparse24_linear(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor,
                     bias: torch.Tensor | None = None) -> torch.Tensor:
     """``x [..., K] @ W^T + bias`` with ``W [N, K]`` packed 2:4 as ``(values, meta)``."""
     return _ops.sparse24_linear(x, values, meta, bias)
+
+
+def sparse24_meta_to_cutlass(meta: torch.Tensor) -> torch.Tensor:
+    """2:4 ``meta [N, ceil(K/8)]`` -> flat uint8 metadata in CUTLASS's sm80 sparse-GEMM layout
+    (``round_up(N, 32) * round_up(ceil(K/8), 4)`` bytes, validated; csrc/sparse24/sparse24_reorder.h)."""
+    return _ops.sparse24_meta_to_cutlass(meta)
