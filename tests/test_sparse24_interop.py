@@ -69,3 +69,42 @@ def test_rejects_corrupted_meta():
     meta[1, 0] = 0x00
     with pytest.raises(ValueError, match="corrupted"):
         to_sparse24_bitmask(values, meta)
+
+
+# --------------------------------------------------------------------------
+# torch's SparseSemiStructuredTensor (CUTLASS backend) metadata
+# --------------------------------------------------------------------------
+from torch.sparse._semi_structured_conversions import (  # noqa: E402
+    sparse_semi_structured_from_dense_cutlass,
+    sparse_semi_structured_to_dense_cutlass,
+)
+
+from llmpack.io import from_torch_semi_structured, to_torch_semi_structured  # noqa: E402
+
+
+@pytest.mark.parametrize("r,c", [(32, 64), (64, 128), (96, 576)])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_torch_semi_structured_matches_torch_and_round_trips(r, c, dtype):
+    W, _ = two_of_four(r, c, dtype)
+    values, meta = llmpack.sparse24_compress(W)
+    packed, tmeta = to_torch_semi_structured(values, meta)
+    ref_packed, ref_meta = sparse_semi_structured_from_dense_cutlass(W)  # torch's own converter
+    assert torch.equal(packed, ref_packed) and torch.equal(tmeta, ref_meta)
+    assert torch.equal(sparse_semi_structured_to_dense_cutlass(packed, tmeta), W)
+    v2, m2 = from_torch_semi_structured(ref_packed, ref_meta)
+    assert torch.equal(v2, values) and torch.equal(m2, meta)
+
+
+def test_torch_semi_structured_rejects_unsupported():
+    W, _ = two_of_four(8, 64)
+    v, m = llmpack.sparse24_compress(W)
+    with pytest.raises(ValueError, match="N % 32 == 0"):
+        to_torch_semi_structured(v, m)
+    W, _ = two_of_four(32, 64, torch.float32)
+    v, m = llmpack.sparse24_compress(W)
+    with pytest.raises(ValueError, match="float16/bfloat16"):
+        to_torch_semi_structured(v, m)
+    W, _ = two_of_four(32, 64)
+    v, m = llmpack.sparse24_compress(W)
+    with pytest.raises(ValueError, match="meta must be int16"):
+        from_torch_semi_structured(v, torch.zeros(32, 3, dtype=torch.int16))
