@@ -56,6 +56,7 @@ struct Avx512Kernel {
     const float* x0 = c.x + m0 * c.k;
     uint32_t invalid = 0;
     auto step = [&](int64_t ch, int u) {
+      _mm_prefetch(reinterpret_cast<const char*>(v + 16 * (ch + 32)), _MM_HINT_T0);  // ~1 KiB ahead
       const uint32_t word = load_u32(mt + 4 * ch);
       invalid |= invalid_nibbles(word);
       const __m512i idx = chunk_indices(word);
@@ -112,6 +113,7 @@ void linear(const LinearParams& p) { linear_dispatch<Avx512Kernel>(p); }
 #define LLMPACK_BF16 __attribute__((target("avx512bf16")))
 
 constexpr int kChunk64 = 64;
+constexpr int kPrefetchChunks = 16;  // 1 KiB of values ahead
 
 alignas(64) constexpr uint16_t kWordShift[32] = {0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6,
                                                  0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6};
@@ -147,6 +149,9 @@ LLMPACK_BF16 uint32_t block_bf16(const LinearCtx& c, const uint16_t* v, const ui
   const uint16_t* x0 = static_cast<const uint16_t*>(c.x_raw) + m0 * c.k;
   uint32_t invalid = 0;
   auto step = [&](int64_t ch, int u) LLMPACK_BF16 {
+    // Ahead of the hardware streamer: a single core otherwise leaves L3/DRAM
+    // bandwidth unused at decode shapes (few misses in flight).
+    _mm_prefetch(reinterpret_cast<const char*>(v + 32 * (ch + kPrefetchChunks)), _MM_HINT_T0);
     uint64_t word;
     std::memcpy(&word, mt + 8 * ch, 8);
     invalid |= invalid_nibbles(uint32_t(word)) | invalid_nibbles(uint32_t(word >> 32));

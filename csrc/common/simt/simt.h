@@ -203,7 +203,6 @@ inline void __brkpt(std::source_location loc = std::source_location::current()) 
   ::llmpack::simt::fail(loc, "__brkpt() called");
 }
 inline long long clock64() { return static_cast<long long>(::llmpack::simt::detail::clock_now()); }
-inline int clock() { return static_cast<int>(::llmpack::simt::detail::clock_now()); }
 
 // ---- warp shuffles and votes -------------------------------------------------------
 namespace llmpack::simt::detail {
@@ -314,9 +313,9 @@ inline T wrap_add(T a, T b) {
   inline T atomicExch(T* p, T v) { return ::llmpack::simt::detail::atomic_rmw(p, [v](T) { return v; }); }  \
   inline T atomicMin(T* p, T v) { return ::llmpack::simt::detail::atomic_rmw(p, [v](T o) { return v < o ? v : o; }); } \
   inline T atomicMax(T* p, T v) { return ::llmpack::simt::detail::atomic_rmw(p, [v](T o) { return v > o ? v : o; }); } \
-  inline T atomicAnd(T* p, T v) { return ::llmpack::simt::detail::atomic_rmw(p, [v](T o) { return T(o & v); }); } \
-  inline T atomicOr(T* p, T v) { return ::llmpack::simt::detail::atomic_rmw(p, [v](T o) { return T(o | v); }); }  \
-  inline T atomicXor(T* p, T v) { return ::llmpack::simt::detail::atomic_rmw(p, [v](T o) { return T(o ^ v); }); } \
+  inline T atomicAnd(T* p, T v) { return ::llmpack::simt::detail::atomic_rmw(p, [v](T o) { return static_cast<T>(o & v); }); } \
+  inline T atomicOr(T* p, T v) { return ::llmpack::simt::detail::atomic_rmw(p, [v](T o) { return static_cast<T>(o | v); }); }  \
+  inline T atomicXor(T* p, T v) { return ::llmpack::simt::detail::atomic_rmw(p, [v](T o) { return static_cast<T>(o ^ v); }); } \
   inline T atomicCAS(T* p, T cmp, T v) {                                                                \
     return ::llmpack::simt::detail::atomic_rmw(p, [cmp, v](T o) { return o == cmp ? v : o; });         \
   }
