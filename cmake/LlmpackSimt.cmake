@@ -8,11 +8,9 @@
 #   LLMPACK_SIMT_ASAN=ON   build everything with AddressSanitizer
 #   LLMPACK_SIMT_ARCH=800  architecture the emulator models (limits, LLMPACK_CUDA_ARCH)
 #
-# Sources are globbed, so a new kernel family is picked up without edits here:
-# csrc/registry.cpp, csrc/common/{cpu_features,parallel}.cpp,
-# csrc/*/*_ops.cpp, csrc/*/*_cuda.cu (as C++), and the per-ISA CPU units
-# csrc/*/*_cpu_{generic,avx2,avx512}.cpp (the ops files reference their
-# tables even though the emulator library registers only the CUDA impls).
+# Sources: the main CMakeLists.txt's lists (LLMPACK_CPU_SOURCES,
+# LLMPACK_CUDA_SOURCES compiled as C++, LLMPACK_ISA_FAMILIES), see
+# llmpack_simt_main_sources below.
 
 option(LLMPACK_SIMT_ASAN "Build the SIMT emulator targets with AddressSanitizer" OFF)
 set(LLMPACK_SIMT_ARCH "800" CACHE STRING "Architecture the SIMT emulator models (800 or 900)")
@@ -71,32 +69,66 @@ function(llmpack_simt_add_runtime target)
   llmpack_simt_emulation(${target})
 endfunction()
 
-# libllmpack_simt.so: torch.ops.llmpack_simt.*, from the real library's sources.
+# The real library's source lists, from the one place they are kept: the
+# variables of the main CMakeLists.txt when this is part of that project, else
+# the same set(...) blocks read from its text (standalone build), so a new
+# source or kernel family is picked up with no edit here.
+function(llmpack_simt_main_sources out_cpu out_cuda out_families)
+  set(_vars LLMPACK_CPU_SOURCES LLMPACK_CUDA_SOURCES LLMPACK_ISA_FAMILIES)
+  if(NOT DEFINED LLMPACK_CPU_SOURCES)
+    set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${LLMPACK_ROOT}/CMakeLists.txt")
+    file(READ "${LLMPACK_ROOT}/CMakeLists.txt" _txt)
+    foreach(_v IN LISTS _vars)
+      if(NOT _txt MATCHES "set\\(${_v}[ \t\r\n]+([^)]*)\\)")
+        message(FATAL_ERROR "llmpack SIMT: cannot find set(${_v} ...) in ${LLMPACK_ROOT}/CMakeLists.txt")
+      endif()
+      string(REGEX REPLACE "#[^\n]*" "" _body "${CMAKE_MATCH_1}")
+      string(REGEX REPLACE "[ \t\r\n]+" ";" _body "${_body}")
+      list(FILTER _body EXCLUDE REGEX "^$")
+      set(${_v} ${_body})
+    endforeach()
+  endif()
+  set(_cpu)
+  foreach(_f IN LISTS LLMPACK_CPU_SOURCES)
+    if(NOT _f MATCHES "common/info\\.cpp$")  # build facts of the real library only
+      list(APPEND _cpu "${LLMPACK_ROOT}/${_f}")
+    endif()
+  endforeach()
+  set(_cuda)
+  foreach(_f IN LISTS LLMPACK_CUDA_SOURCES)
+    list(APPEND _cuda "${LLMPACK_ROOT}/${_f}")
+  endforeach()
+  set(${out_cpu} ${_cpu} PARENT_SCOPE)
+  set(${out_cuda} ${_cuda} PARENT_SCOPE)
+  set(${out_families} ${LLMPACK_ISA_FAMILIES} PARENT_SCOPE)
+endfunction()
+
+# libllmpack_simt.so: torch.ops.llmpack_simt.*, from the real library's sources
+# (its CPU sources but info.cpp, the per-ISA CPU units -- the ops files
+# reference their tables -- and every CUDA source compiled as C++; CUTLASS
+# sources compile to their "not built" fallback, LLMPACK_WITH_CUTLASS unset).
 function(llmpack_simt_add_library target runtime)
-  file(GLOB _ops CONFIGURE_DEPENDS "${LLMPACK_ROOT}/csrc/*/*_ops.cpp")
-  file(GLOB _cu CONFIGURE_DEPENDS "${LLMPACK_ROOT}/csrc/*/*_cuda.cu")
-  file(GLOB _cpu_generic CONFIGURE_DEPENDS "${LLMPACK_ROOT}/csrc/*/*_cpu_generic.cpp")
-  list(FILTER _ops EXCLUDE REGEX "/common/")
-  list(FILTER _cu EXCLUDE REGEX "/common/")
-  set(_srcs
-    "${LLMPACK_ROOT}/csrc/registry.cpp"
-    "${LLMPACK_ROOT}/csrc/common/cpu_features.cpp"
-    "${LLMPACK_ROOT}/csrc/common/parallel.cpp"
-    ${_ops} ${_cu} ${_cpu_generic})
+  llmpack_simt_main_sources(_cpu _cu _families)
+  set(_srcs ${_cpu} ${_cu})
   set(_x86 OFF)
   if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
     set(_x86 ON)
-    file(GLOB _avx2 CONFIGURE_DEPENDS "${LLMPACK_ROOT}/csrc/*/*_cpu_avx2.cpp")
-    file(GLOB _avx512 CONFIGURE_DEPENDS "${LLMPACK_ROOT}/csrc/*/*_cpu_avx512.cpp")
-    foreach(_f IN LISTS _avx2)
-      set_source_files_properties("${_f}" PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c;-mbmi;-mbmi2;-mpopcnt")
-    endforeach()
-    foreach(_f IN LISTS _avx512)
-      set_source_files_properties("${_f}" PROPERTIES COMPILE_OPTIONS
-        "-mavx2;-mfma;-mf16c;-mbmi;-mbmi2;-mpopcnt;-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq")
-    endforeach()
-    list(APPEND _srcs ${_avx2} ${_avx512})
   endif()
+  set(_quiet -Wno-narrowing -Wno-maybe-uninitialized -Wno-uninitialized)  # not emulator code: keep the log readable
+  foreach(_fam IN LISTS _families)
+    set(_g "${LLMPACK_ROOT}/csrc/${_fam}/${_fam}_cpu_generic.cpp")
+    list(APPEND _srcs "${_g}")
+    set_source_files_properties("${_g}" PROPERTIES COMPILE_OPTIONS "${_quiet}")
+    if(_x86)
+      set(_a2 "${LLMPACK_ROOT}/csrc/${_fam}/${_fam}_cpu_avx2.cpp")
+      set(_a5 "${LLMPACK_ROOT}/csrc/${_fam}/${_fam}_cpu_avx512.cpp")
+      list(APPEND _srcs "${_a2}" "${_a5}")
+      set_source_files_properties("${_a2}" PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c;-mbmi;-mbmi2;-mpopcnt;${_quiet}")
+      set_source_files_properties("${_a5}" PROPERTIES COMPILE_OPTIONS
+        "-mavx2;-mfma;-mf16c;-mbmi;-mbmi2;-mpopcnt;-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;${_quiet}")
+    endif()
+  endforeach()
+  set_source_files_properties("${LLMPACK_ROOT}/csrc/common/cpu_features.cpp" PROPERTIES COMPILE_OPTIONS "${_quiet}")
   llmpack_simt_cu_as_cxx(${_cu})
   add_library(${target} SHARED ${_srcs})
   llmpack_simt_emulation(${target})
@@ -115,25 +147,34 @@ function(llmpack_simt_add_library target runtime)
     target_link_libraries(${target} PRIVATE "${LLMPACK_C10_LIB}")
   endif()
   set_target_properties(${target} PROPERTIES
-    LIBRARY_OUTPUT_DIRECTORY "${CMAKE_BINARY_DIR}"
+    LIBRARY_OUTPUT_DIRECTORY "${CMAKE_CURRENT_BINARY_DIR}"
     BUILD_RPATH "${TORCH_DIR}/lib")
 endfunction()
 
 # simt_build.json in the build folder: what the Python tests need to know.
 function(llmpack_simt_write_info)
+  # Runtimes a Python process must preload to load the ASan library: libasan
+  # first, and libstdc++ with it, or ASan's __cxa_throw interceptor finds no
+  # real __cxa_throw (python itself does not link libstdc++) and aborts.
   set(_asan_rt "")
+  set(_stdcxx_rt "")
   if(LLMPACK_SIMT_ASAN)
     execute_process(COMMAND "${CMAKE_CXX_COMPILER}" -print-file-name=libasan.so
       OUTPUT_VARIABLE _asan_rt OUTPUT_STRIP_TRAILING_WHITESPACE)
+    execute_process(COMMAND "${CMAKE_CXX_COMPILER}" -print-file-name=libstdc++.so.6
+      OUTPUT_VARIABLE _stdcxx_rt OUTPUT_STRIP_TRAILING_WHITESPACE)
+    get_filename_component(_asan_rt "${_asan_rt}" REALPATH)
+    get_filename_component(_stdcxx_rt "${_stdcxx_rt}" REALPATH)
   endif()
   if(LLMPACK_SIMT_ASAN)
     set(_asan_json true)
   else()
     set(_asan_json false)
   endif()
-  file(GENERATE OUTPUT "${CMAKE_BINARY_DIR}/simt_build.json" CONTENT "{
+  file(GENERATE OUTPUT "${CMAKE_CURRENT_BINARY_DIR}/simt_build.json" CONTENT "{
   \"asan\": ${_asan_json},
   \"asan_runtime\": \"${_asan_rt}\",
+  \"stdcxx_runtime\": \"${_stdcxx_rt}\",
   \"arch\": ${LLMPACK_SIMT_ARCH},
   \"library\": \"$<TARGET_FILE:llmpack_simt>\",
   \"unit_tests\": \"$<TARGET_FILE:simt_unit_tests>\",

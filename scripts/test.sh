@@ -5,6 +5,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
 VENV=${LLMPACK_VENV:-.venv}
+# SIMT-emulator builds (build/simt, build/simt-asan) for tests/test_emulator_*.py:
+# the CUDA kernels compiled by the host compiler and run on the CPU.
+PYTHON="$VENV/bin/python" bash scripts/build_simt.sh || exit 1
 # Run from tests/ so `import llmpack` finds the installed wheel, not python/.
 (cd tests && "../$VENV/bin/python" -m pytest -q "$@")
 rc=$?

@@ -78,7 +78,7 @@ std::string cpu_feature_list() {
   std::string out;
 #if defined(__x86_64__) || defined(_M_X64)
   __builtin_cpu_init();
-  const struct { const char* name; bool on; } feats[] = {
+  const struct { const char* name; int on; } feats[] = {
       {"avx2", __builtin_cpu_supports("avx2")},
       {"fma", __builtin_cpu_supports("fma")},
       {"avx512f", __builtin_cpu_supports("avx512f")},

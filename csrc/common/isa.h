@@ -54,10 +54,10 @@ const Table& pick_isa(const Table* generic, const Table* avx2, const Table* avx5
 #if defined(LLMPACK_HAVE_AVX2)
 #define LLMPACK_IF_AVX2(x) (&(x))
 #else
-#define LLMPACK_IF_AVX2(x) nullptr
+#define LLMPACK_IF_AVX2(x) static_cast<decltype(&(x))>(nullptr)
 #endif
 #if defined(LLMPACK_HAVE_AVX512)
 #define LLMPACK_IF_AVX512(x) (&(x))
 #else
-#define LLMPACK_IF_AVX512(x) nullptr
+#define LLMPACK_IF_AVX512(x) static_cast<decltype(&(x))>(nullptr)
 #endif

@@ -219,16 +219,20 @@ Tensor meta_to_cutlass_op_cpu(Tensor meta_in) {
 
 #if defined(LLMPACK_WITH_CUDA)
 // The kernels report the first bad index through one device int64 that starts
-// at kNoError; reading it back costs one sync, acceptable for offline packing.
+// at "none" (-1, i.e. all ones for their unsigned atomicMin); reading it back
+// costs one sync, acceptable for offline packing.
 Tensor error_slot(const Tensor& like) {
   Tensor slot = new_empty(like, {1}, ScalarType::Long);
-  torch::stable::fill_(slot, static_cast<double>(kNoError));
+  // -1 (all ones) is the largest value for the kernels' unsigned atomicMin and,
+  // unlike kNoError (2^63 - 1), exactly representable in fill_'s double.
+  torch::stable::fill_(slot, -1.0);
   return slot;
 }
 
 int64_t read_slot(const Tensor& slot) {
   Tensor host = torch::stable::to(slot, torch::stable::Device(torch::headeronly::DeviceType::CPU));
-  return *static_cast<const int64_t*>(host.const_data_ptr());
+  const int64_t v = *static_cast<const int64_t*>(host.const_data_ptr());
+  return v == -1 ? kNoError : v;
 }
 
 void check_launch(int err, const char* op) {

@@ -32,7 +32,11 @@
 #define LLMPACK_SIMT_ASAN 0
 #endif
 #if LLMPACK_SIMT_ASAN
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
+#define LLMPACK_SIMT_NO_ASAN __attribute__((no_sanitize_address))
+#else
+#define LLMPACK_SIMT_NO_ASAN
 #endif
 
 #if !defined(__x86_64__)
@@ -123,6 +127,12 @@ void uc_trampoline(unsigned lo, unsigned hi) {
 #endif
 
 void fiber_init(FiberCtx& f, char* lo, size_t size, void (*entry)(void*), void* arg) {
+#if LLMPACK_SIMT_ASAN
+  // A finished fiber never returns from its entry frame: clear what ASan
+  // still has poisoned near the top of the stack before reusing it.
+  const size_t dirty = size < 16384 ? size : 16384;
+  __asan_unpoison_memory_region(lo + size - dirty, dirty);
+#endif
 #if defined(__x86_64__)
   uint32_t mx;
   uint16_t cw;
@@ -236,6 +246,9 @@ void* g_main_fake = nullptr;
 thread_local cudaError_t g_last_error = cudaSuccess;
 
 std::atomic<uint64_t> g_n_launches{0}, g_n_blocks{0}, g_n_threads{0}, g_n_switches{0};
+// Synchronisation events (barrier or collective arrivals, thread exits): what
+// the watchdog counts as progress. __nanosleep yields are not progress.
+std::atomic<uint64_t> g_n_progress{0};
 std::atomic<bool> g_watch_active{false};
 std::atomic<uint64_t> g_watch_launch{0};
 
@@ -290,6 +303,8 @@ std::string thread_str(const Thread& t) {
   return fmt("thread %s [warp %u, lane %u]", idx_str(t.idx).c_str(), t.warp, t.lane);
 }
 std::string mask_str(unsigned m) { return fmt("0x%08x", m); }
+
+[[noreturn]] void fail_at(const Loc& loc, const std::string& what) { throw KernelFailure(where(loc) + ": " + what); }
 
 void record_failure(Launch& L, const std::string& what) {
   if (L.failed) return;
@@ -517,7 +532,7 @@ void watchdog_loop() {
   for (;;) {
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     const unsigned limit = g_config.watchdog_s;
-    const uint64_t sw = g_n_switches.load(), ln = g_watch_launch.load();
+    const uint64_t sw = g_n_progress.load(), ln = g_watch_launch.load();
     const auto now = std::chrono::steady_clock::now();
     if (!g_watch_active.load() || sw != last_switches || ln != last_launch || limit == 0) {
       last_switches = sw;
@@ -528,9 +543,9 @@ void watchdog_loop() {
     if (now - since > std::chrono::seconds(limit)) {
       std::fprintf(stderr,
                    "\nllmpack SIMT emulator: watchdog: kernel %s has run %u s without any thread reaching a "
-                   "barrier, a warp-synchronous operation or its end. A spin-wait on another thread or block "
-                   "cannot finish here (threads run until they synchronise; blocks run one after another): "
-                   "use a barrier, or __nanosleep() inside the loop. (LLMPACK_SIMT_WATCHDOG_S=0 disables.)\n",
+                   "barrier, a warp-synchronous operation or its end. A spin-wait for another block never ends "
+                   "here (blocks run one after another), nor one for another thread without __nanosleep() in "
+                   "the loop (threads run until they synchronise). (LLMPACK_SIMT_WATCHDOG_S=0 disables.)\n",
                    g_L.name.c_str(), limit);
       std::fflush(stderr);
       std::abort();
@@ -589,7 +604,9 @@ void complete_cp_async(Thread& t, uint64_t upto_group, bool all) {
   t.cp.resize(k);
 }
 
-void fiber_main(void* arg) {
+// Not instrumented: this frame is never popped (the fiber ends by switching
+// away), so it must leave no poisoned redzones on the stack.
+LLMPACK_SIMT_NO_ASAN void fiber_main(void* arg) {
   Thread& t = *static_cast<Thread*>(arg);
   asan_finish(nullptr, &g_main_bottom, &g_main_size);
   Launch& L = g_L;
@@ -608,6 +625,7 @@ void fiber_main(void* arg) {
   }
   t.state = St::done;
   ++L.done;
+  g_n_progress.fetch_add(1, std::memory_order_relaxed);
   asan_start(nullptr, g_main_bottom, g_main_size);  // this fiber is finished
   fiber_switch(t.ctx, g_sched);
   std::abort();  // never resumed
@@ -651,10 +669,11 @@ std::string diagnose_deadlock(Launch& L) {
   for (unsigned i = 0; i < L.nthreads; ++i) {
     const Thread& t = g_threads[i];
     if (t.state != St::warp) continue;
+    const unsigned exist = lanes_in_warp(L, t.warp);
     for (unsigned j = 0; j < 32; ++j) {
-      if (!(t.wmask >> j & 1) || j == t.lane) continue;
+      if (!(t.wmask >> j & 1) || j == t.lane || !(exist >> j & 1)) continue;
       const Thread& u = lane_thread(t, j);
-      if (u.state == St::warp && u.wop == t.wop && u.wmask == t.wmask) continue;
+      if (u.state == St::done || (u.state == St::warp && u.wop == t.wop && u.wmask == t.wmask)) continue;
       return fmt("deadlock: %s waits at %s (%s) with mask %s, but lane %u (%s) %s; every lane named in the mask "
                  "must execute the same warp-synchronous operation with the same mask",
                  thread_str(t).c_str(), t.wop->name, where(t.loc).c_str(), mask_str(t.wmask).c_str(), j,
@@ -687,6 +706,53 @@ std::string diagnose_deadlock(Launch& L) {
                where(first_wait->loc).c_str(), waiting, L.nthreads, exited, thread_str(*first_exit).c_str());
   }
   return fmt("deadlock: no thread can make progress (%u at barriers, %u exited of %u)", waiting, exited, L.nthreads);
+}
+
+// Completes t's collective if every lane named in its mask has either arrived
+// at the same operation with the same mask or exited (lanes past the end of a
+// partial warp count as exited): CUDA requires the *non-exited* lanes of the
+// mask to take part. Runs exec over the arrived lanes (exited ones are null:
+// reading their value is an error) and makes them ready. Returns false if some
+// named lane is still running or waits elsewhere.
+bool try_complete(const Thread& t, bool exits_settled) {
+  const Launch& L = g_L;
+  const WarpOp& op = *t.wop;
+  const unsigned mask = t.wmask, exist = lanes_in_warp(L, t.warp);
+  unsigned arrived = 0;
+  for (unsigned j = 0; j < 32; ++j) {
+    if (!(mask >> j & 1)) continue;
+    if (!(exist >> j & 1)) continue;
+    const Thread& u = lane_thread(t, j);
+    if (u.state == St::warp && u.wop == &op && u.wmask == mask) {
+      arrived |= 1u << j;
+    } else if (u.state != St::done || !exits_settled) {
+      return false;
+    }
+  }
+  LaneIO* lanes[32] = {};
+  for (unsigned j = 0; j < 32; ++j)
+    if (arrived >> j & 1) lanes[j] = lane_thread(t, j).wio;
+  op.exec(lanes, arrived);
+  for (unsigned j = 0; j < 32; ++j)
+    if (arrived >> j & 1) lane_thread(t, j).state = St::ready;
+  return true;
+}
+
+// At quiescence: collectives whose missing lanes have all exited can now complete.
+bool complete_with_exited_lanes(Launch& L) {
+  bool any = false;
+  for (unsigned i = 0; i < L.nthreads && !L.failed; ++i) {
+    Thread& t = g_threads[i];
+    if (t.state != St::warp) continue;
+    g_cur = &t;  // exec reports errors as this lane's
+    try {
+      any |= try_complete(t, true);
+    } catch (const KernelFailure& e) {
+      record_failure(L, thread_str(t) + ": " + e.what());
+    }
+    g_cur = nullptr;
+  }
+  return any;
 }
 
 void abort_block(Launch& L) {
@@ -740,7 +806,7 @@ void run_block(Launch& L, const Config& cfg) {
       if (L.failed) break;
     }
     if (L.failed || L.done == n) break;
-    if (!ran) record_failure(L, diagnose_deadlock(L));
+    if (!ran && !complete_with_exited_lanes(L) && !L.failed) record_failure(L, diagnose_deadlock(L));
   }
   if (L.failed) abort_block(L);
 }
@@ -859,6 +925,7 @@ int block_barrier(BarOp op, int pred, const Loc& loc) {
   Thread& t = current(loc, "__syncthreads");
   Launch& L = g_L;
   if (L.aborting) throw Abort{};
+  g_n_progress.fetch_add(1, std::memory_order_relaxed);
   t.state = St::barrier;
   t.loc = loc;
   t.bar_op = op;
@@ -869,7 +936,7 @@ int block_barrier(BarOp op, int pred, const Loc& loc) {
     for (unsigned i = 0; i < L.nthreads; ++i) {
       const Thread& u = g_threads[i];
       if (!same_site(u.loc, t.loc)) {
-        throw KernelFailure(fmt("threads of the block wait at different barriers: %s at %s and %s at %s; all threads "
+        fail_at(t.loc, fmt("threads of the block wait at different barriers: %s at %s and %s at %s; all threads "
                                 "must reach the same __syncthreads",
                                 thread_str(u).c_str(), where(u.loc).c_str(), thread_str(t).c_str(), where(t.loc).c_str()));
       }
@@ -898,52 +965,42 @@ void warp_collective(const WarpOp& op, unsigned mask, LaneIO& io, const Loc& loc
   if (L.aborting) throw Abort{};
   t.loc = loc;
   const unsigned exist = lanes_in_warp(L, t.warp);
-  if (op.whole_warp && exist != 0xFFFFFFFFu) {
-    throw KernelFailure(fmt("%s: warp %u has only %d threads; this instruction needs all 32 lanes (make the block "
-                            "size a multiple of 32)",
-                            op.name, t.warp, __builtin_popcount(exist)));
+  if (op.whole_warp) {
+    // .aligned: all 32 lanes, none exited.
+    if (exist != 0xFFFFFFFFu) {
+      fail_at(loc, fmt("%s: warp %u has only %d threads; this instruction needs all 32 lanes (make the block "
+                       "size a multiple of 32)",
+                       op.name, t.warp, __builtin_popcount(exist)));
+    }
+    for (unsigned j = 0; j < 32; ++j) {
+      if (lane_thread(t, j).state == St::done) {
+        fail_at(loc, fmt("%s: lane %u of the warp has exited; this instruction needs all 32 lanes", op.name, j));
+      }
+    }
   }
   if (!(mask >> t.lane & 1)) {
-    throw KernelFailure(fmt("%s: mask %s does not include the calling lane %u", op.name, mask_str(mask).c_str(), t.lane));
+    fail_at(loc, fmt("%s: mask %s does not include the calling lane %u", op.name, mask_str(mask).c_str(), t.lane));
   }
-  if (mask & ~exist) {
-    throw KernelFailure(fmt("%s: mask %s names lanes that do not exist (warp %u has lanes 0..%d; the block has %u "
-                            "threads)",
-                            op.name, mask_str(mask).c_str(), t.warp, __builtin_popcount(exist) - 1, L.nthreads));
-  }
+  g_n_progress.fetch_add(1, std::memory_order_relaxed);
   t.state = St::warp;
   t.wop = &op;
   t.wmask = mask;
   t.wio = &io;
-  bool complete = true;
   for (unsigned j = 0; j < 32; ++j) {
-    if (!(mask >> j & 1) || j == t.lane) continue;
+    if (!(mask >> j & 1) || j == t.lane || !(exist >> j & 1)) continue;
     const Thread& u = lane_thread(t, j);
-    if (u.state == St::done) {
-      throw KernelFailure(fmt("%s: lane %u named in mask %s has already exited", op.name, j, mask_str(mask).c_str()));
-    }
-    if (u.state == St::warp && (u.wop != &op || u.wmask != mask)) {
-      if (u.wmask >> t.lane & 1) {
-        // Each waits for the other at a different instruction: a deadlock now.
-        throw KernelFailure(fmt("lanes disagree: lane %u is at %s (%s) with mask %s while lane %u is at %s (%s) with "
-                                "mask %s; all lanes in a mask must execute the same warp-synchronous operation with "
-                                "the same mask",
-                                t.lane, op.name, where(loc).c_str(), mask_str(mask).c_str(), j, u.wop->name,
-                                where(u.loc).c_str(), mask_str(u.wmask).c_str()));
-      }
-      complete = false;
-    } else if (u.state != St::warp) {
-      complete = false;
+    if (u.state == St::warp && (u.wop != &op || u.wmask != mask) && (u.wmask >> t.lane & 1)) {
+      // Each waits for the other at a different instruction: a deadlock now.
+      fail_at(loc, fmt("lanes disagree: lane %u is at %s (%s) with mask %s while lane %u is at %s (%s) with "
+                       "mask %s; all lanes in a mask must execute the same warp-synchronous operation with "
+                       "the same mask",
+                       t.lane, op.name, where(loc).c_str(), mask_str(mask).c_str(), j, u.wop->name,
+                       where(u.loc).c_str(), mask_str(u.wmask).c_str()));
     }
   }
-  if (complete) {
-    LaneIO* lanes[32] = {};
-    for (unsigned j = 0; j < 32; ++j)
-      if (mask >> j & 1) lanes[j] = lane_thread(t, j).wio;
-    op.exec(lanes, mask);
-    for (unsigned j = 0; j < 32; ++j)
-      if (mask >> j & 1) lane_thread(t, j).state = St::ready;
-  }
+  // Lanes that exited may still be followed by ones that arrive: exited lanes
+  // are only written off when nothing else can run (complete_with_exited_lanes).
+  try_complete(t, false);
   suspend(t);
 }
 
@@ -974,8 +1031,9 @@ void exec_shfl(int mode, LaneIO* const* L, unsigned mask) {
     }
     if (!in_range) j = lane;
     if (!(mask >> j & 1)) {
-      throw KernelFailure(fmt("%s: lane %u reads lane %lld, which is not in the mask %s (undefined on the GPU)",
-                              g_cur->wop->name, i, j, mask_str(mask).c_str()));
+      fail_at(g_cur->loc, fmt("%s: lane %u reads lane %lld, which %s (undefined on the GPU)", g_cur->wop->name, i, j,
+                              (g_cur->wmask >> j & 1) ? "has exited or does not exist"
+                                                      : ("is not in the mask " + mask_str(g_cur->wmask)).c_str()));
     }
     L[i]->out[0] = v0[j];
     L[i]->out[1] = v1[j];
@@ -1075,7 +1133,7 @@ const WarpOp kReduce[2][6] = {
 uint64_t shfl(int mode, unsigned mask, uint64_t value, int b, int width, const Loc& loc) {
   if (width < 1 || width > 32 || (width & (width - 1))) {
     current(loc, kShfl[mode].name);
-    throw KernelFailure(fmt("%s: %s: width %d must be a power of two in 1..32", where(loc).c_str(), kShfl[mode].name, width));
+    fail_at(loc, fmt("%s: width %d must be a power of two in 1..32", kShfl[mode].name, width));
   }
   LaneIO io;
   io.in[0] = static_cast<uint32_t>(value);
@@ -1148,14 +1206,14 @@ size_t dynamic_smem_size() { return g_cur ? g_L.dsmem_size : 0; }
 void check_dynamic_smem(size_t bytes, const Loc& loc) {
   current(loc, "dynamic_smem");
   if (bytes > g_L.dsmem_size) {
-    throw KernelFailure(fmt("%s: the kernel uses %zu bytes of dynamic shared memory but the launch provides %zu "
-                            "(the smem argument of LLMPACK_LAUNCH)",
-                            where(loc).c_str(), bytes, g_L.dsmem_size));
+    fail_at(loc, fmt("the kernel uses %zu bytes of dynamic shared memory but the launch provides %zu "
+                     "(the smem argument of LLMPACK_LAUNCH)",
+                     bytes, g_L.dsmem_size));
   }
 }
 
 // Used by ptx_emu.cpp.
-[[noreturn]] void ptx_fail(const std::string& what) { throw KernelFailure(what); }
+[[noreturn]] void ptx_fail(const std::string& what) { fail_at(g_cur->loc, what); }
 bool in_dynamic_smem(const void* p, size_t n, size_t* offset) {
   const uintptr_t a = reinterpret_cast<uintptr_t>(p), lo = reinterpret_cast<uintptr_t>(g_L.dsmem);
   if (!g_cur || !g_L.dsmem) return false;

@@ -9,13 +9,14 @@
 //     it reaches a block barrier, a warp-synchronous operation (shuffle, vote,
 //     __syncwarp, mma, ldmatrix) or its end; the scheduler then runs the next
 //     thread (order: LLMPACK_SIMT_SCHEDULE=forward|reverse|random[:seed]).
-//   * Warp collectives complete when every lane named in the mask has arrived
-//     at the same operation with the same mask; their results are computed
-//     from all lanes' inputs at once, with exact PTX semantics.
+//   * Warp collectives complete when every non-exited lane named in the mask
+//     has arrived at the same operation with the same mask; their results are
+//     computed from all lanes' inputs at once, with exact PTX semantics.
 //   * Misuse is an error, never a hang: a barrier some threads exited before
 //     or that threads reach at different call sites, a collective whose mask
-//     excludes the caller, names missing/exited lanes or on which lanes
-//     disagree, invalid launch configurations, bad metadata, misaligned
+//     excludes the caller or on which lanes disagree, a shuffle reading a lane
+//     that did not take part, mma / ldmatrix on an incomplete warp, invalid
+//     launch configurations, bad metadata, misaligned
 //     ldmatrix / cp.async addresses, dynamic shared memory used past the
 //     launch's size. The launch then throws std::runtime_error naming the
 //     kernel, block, thread and source line.
