@@ -79,15 +79,8 @@ struct Avx2Kernel {
   static bool dot(const LinearCtx& c, DType dt, int64_t row, float* acc) {
     const T* v = static_cast<const T*>(c.values) + row * values_cols(c.k);
     const uint8_t* mt = c.meta + row * meta_cols(c.k);
-    uint32_t invalid = 0;
-    int64_t m0 = 0;
-    for (; m0 + 4 <= c.m; m0 += 4) invalid |= block<4>(c, dt, v, mt, m0, acc);
-    switch (c.m - m0) {
-      case 3: invalid |= block<3>(c, dt, v, mt, m0, acc); break;
-      case 2: invalid |= block<2>(c, dt, v, mt, m0, acc); break;
-      case 1: invalid |= block<1>(c, dt, v, mt, m0, acc); break;
-      default: break;
-    }
+    const uint32_t invalid = for_row_blocks(
+        c.m, [&](auto mb, int64_t m0) { return block<decltype(mb)::value>(c, dt, v, mt, m0, acc); });
     const int64_t g_done = c.k / kChunk * (kChunk / kGroup);
     const bool tail_ok = dot_rows_scalar<T>(c, dt, row, g_done, c.k / kGroup, 0, c.m, acc);
     return tail_ok && invalid == 0;

@@ -82,15 +82,8 @@ struct Avx512Kernel {
   static bool dot(const LinearCtx& c, DType dt, int64_t row, float* acc) {
     const T* v = static_cast<const T*>(c.values) + row * values_cols(c.k);
     const uint8_t* mt = c.meta + row * meta_cols(c.k);
-    uint32_t invalid = 0;
-    int64_t m0 = 0;
-    for (; m0 + 4 <= c.m; m0 += 4) invalid |= block<4>(c, dt, v, mt, m0, acc);
-    switch (c.m - m0) {
-      case 3: invalid |= block<3>(c, dt, v, mt, m0, acc); break;
-      case 2: invalid |= block<2>(c, dt, v, mt, m0, acc); break;
-      case 1: invalid |= block<1>(c, dt, v, mt, m0, acc); break;
-      default: break;
-    }
+    const uint32_t invalid = for_row_blocks(
+        c.m, [&](auto mb, int64_t m0) { return block<decltype(mb)::value>(c, dt, v, mt, m0, acc); });
     // K tail that does not fill a 32-wide chunk.
     const int64_t g_done = c.k / kChunk * (kChunk / kGroup);
     const bool tail_ok = dot_rows_scalar<T>(c, dt, row, g_done, c.k / kGroup, 0, c.m, acc);
@@ -178,15 +171,8 @@ LLMPACK_BF16 uint32_t block_bf16(const LinearCtx& c, const uint16_t* v, const ui
 LLMPACK_BF16 bool dot_bf16(const LinearCtx& c, int64_t row, float* acc) {
   const uint16_t* v = static_cast<const uint16_t*>(c.values) + row * values_cols(c.k);
   const uint8_t* mt = c.meta + row * meta_cols(c.k);
-  uint32_t invalid = 0;
-  int64_t m0 = 0;
-  for (; m0 + 4 <= c.m; m0 += 4) invalid |= block_bf16<4>(c, v, mt, m0, acc);
-  switch (c.m - m0) {
-    case 3: invalid |= block_bf16<3>(c, v, mt, m0, acc); break;
-    case 2: invalid |= block_bf16<2>(c, v, mt, m0, acc); break;
-    case 1: invalid |= block_bf16<1>(c, v, mt, m0, acc); break;
-    default: break;
-  }
+  const uint32_t invalid = for_row_blocks(
+      c.m, [&](auto mb, int64_t m0) LLMPACK_BF16 { return block_bf16<decltype(mb)::value>(c, v, mt, m0, acc); });
   const int64_t g_done = c.k / kChunk64 * (kChunk64 / kGroup);
   const bool tail_ok = dot_rows_scalar<uint16_t>(c, DType::bf16, row, g_done, c.k / kGroup, 0, c.m, acc);
   return tail_ok && invalid == 0;

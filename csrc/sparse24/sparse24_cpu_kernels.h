@@ -157,6 +157,24 @@ bool dot_rows_scalar(const LinearCtx& c, DType dt, int64_t row, int64_t g0, int6
   return ok;
 }
 
+// Calls block(std::integral_constant<int, MB>, m0) over the rows of x in
+// blocks of MB = 4 and one remainder block of 1..3 (MB is a compile-time
+// constant, so each SIMD kernel keeps its MB accumulators in registers), and
+// ORs together the invalid-metadata masks the blocks return.
+template <class Block>
+uint32_t for_row_blocks(int64_t m, Block&& block) {
+  uint32_t invalid = 0;
+  int64_t m0 = 0;
+  for (; m0 + 4 <= m; m0 += 4) invalid |= block(std::integral_constant<int, 4>{}, m0);
+  switch (m - m0) {
+    case 3: invalid |= block(std::integral_constant<int, 3>{}, m0); break;
+    case 2: invalid |= block(std::integral_constant<int, 2>{}, m0); break;
+    case 1: invalid |= block(std::integral_constant<int, 1>{}, m0); break;
+    default: break;
+  }
+  return invalid;
+}
+
 // Driver shared by every ISA. DotRows(ctx, row, acc[m]) fills acc with the
 // m dot products of weight row `row` and returns false on invalid metadata. Rows of W are split over torch's
 // threads: at decode shapes (m small) the work is streaming W once, so the
