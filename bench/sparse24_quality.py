@@ -50,25 +50,31 @@ def main(argv=None):
             f"evaluation {args.eval_chunks}x{args.seq_len} tokens")
     print(desc, flush=True)
 
-    rows = [{"method": "dense", "perplexity": perplexity(dense, evals), "prune_s": 0.0}]
-    print(f"dense: {rows[0]['perplexity']:.2f}", flush=True)
+    def evaluate(name, model, report=None):
+        t0 = time.perf_counter()
+        row = {"method": name, "perplexity": perplexity(model, evals), "eval_s": time.perf_counter() - t0,
+               "prune_s": report.seconds if report else 0.0}
+        if report:
+            row.update(sparsity=report.sparsity, pruned_linears=len(report.pruned))
+        print(f"{name}: {row['perplexity']:.2f} (prune {row['prune_s']:.0f}s, eval {row['eval_s']:.0f}s)", flush=True)
+        return row
+
+    rows = [evaluate("dense", dense)]
     skipped = {}
     for method in args.methods.split(","):
         model = copy.deepcopy(dense)
         report = prune(model, method, args.pattern, calibration=calib, progress=not args.no_progress)
         skipped = report.skipped
-        rows.append({"method": f"{args.pattern} {method}", "perplexity": perplexity(model, evals),
-                     "prune_s": report.seconds, "sparsity": report.sparsity,
-                     "pruned_linears": len(report.pruned)})
-        print(f"{rows[-1]['method']}: {rows[-1]['perplexity']:.2f} (pruned in {report.seconds:.0f}s)", flush=True)
+        rows.append(evaluate(f"{args.pattern} {method}", model, report))
         del model
 
     base = rows[0]["perplexity"]
     print(f"\n{desc}\n")
-    print("| model | perplexity | vs dense | prune time (s) |")
-    print("| --- | ---: | ---: | ---: |")
+    print("| model | perplexity | vs dense | prune time (s) | eval time (s) |")
+    print("| --- | ---: | ---: | ---: | ---: |")
     for r in rows:
-        print(f"| {r['method']} | {r['perplexity']:.2f} | {r['perplexity'] / base:.2f}x | {r['prune_s']:.0f} |")
+        print(f"| {r['method']} | {r['perplexity']:.2f} | {r['perplexity'] / base:.2f}x "
+              f"| {r['prune_s']:.0f} | {r['eval_s']:.0f} |")
     if skipped:
         print("\nnot pruned: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()))
     total = time.perf_counter() - t_start

@@ -4,7 +4,6 @@ SmolLM2 run lives in bench/sparse24_quality.py."""
 from __future__ import annotations
 
 import gzip
-import math
 import struct
 
 import pytest

@@ -281,10 +281,10 @@ def _apply(modules: dict, stats: dict, n, m, **kw):
 
 def _prune_layerwise(model, layers, targets, skipped, batches, method, n, m, progress, **kw):
     by_layer = [{} for _ in layers]
-    layer_prefix = {id(layer): i for i, layer in enumerate(layers)}
+    layer_index = {id(layer): i for i, layer in enumerate(layers)}
     for lname, mod in model.named_modules():
-        if id(mod) in layer_prefix:
-            i = layer_prefix[id(mod)]
+        if id(mod) in layer_index:
+            i = layer_index[id(mod)]
             for sub, lin in mod.named_modules():
                 full = f"{lname}.{sub}" if sub else lname
                 if full in targets:

@@ -34,15 +34,16 @@ def perplexity(model, token_chunks: torch.Tensor, batch_size: int = 4) -> float:
 @torch.no_grad()
 def greedy_tokens_per_s(model, tokenizer, prompt: str, new_tokens: int = 64) -> float:
     """Decode `new_tokens` tokens greedily after `prompt`; return tokens per second
-    of the decode (prompt prefill included, one warm-up step excluded)."""
+    (prompt prefill included). HF models decode with their KV cache after one
+    untimed warm-up call; other modules map ids -> logits and recompute the prefix."""
     ids = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long)
-    if hasattr(model, "generate"):  # HF: uses the KV cache
+    if hasattr(model, "generate"):
         kw = dict(do_sample=False, attention_mask=torch.ones_like(ids),
                   pad_token_id=getattr(tokenizer, "eos_token_id", None))
         model.generate(ids, max_new_tokens=1, **kw)
         start = time.perf_counter()
         out = model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **kw)
-    else:  # plain module mapping ids -> logits: recompute the whole prefix each step
+    else:
         start = time.perf_counter()
         out = ids
         for _ in range(new_tokens):
