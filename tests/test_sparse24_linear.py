@@ -44,13 +44,15 @@ def test_linear_matches_reference(isa, m, n, k, dtype, with_bias):
     check(llmpack.sparse24_linear(x, v, meta, bias), x, v, meta, bias)
 
 
-@pytest.mark.parametrize("m", [1, 31, 32, 33, 64])
-def test_both_sides_of_the_dense_crossover(isa, m):
-    # Small M streams the packed weight; large M decompresses and uses torch's
-    # GEMM. Both must agree with the reference.
-    W, v, meta = packed(24, 64, torch.bfloat16)
-    x = torch.randn(m, 64).to(torch.bfloat16)
-    b = torch.randn(24).to(torch.bfloat16)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m", [1, 31, 32, 33, 64, 65])
+def test_both_sides_of_the_dense_crossover(isa, m, dtype):
+    # Small M streams the packed weight; large M unpacks W tile by tile and
+    # uses torch's GEMM (several tiles here: N=300 with K=4096). Both must
+    # agree with the reference.
+    W, v, meta = packed(300, 4096, dtype)
+    x = torch.randn(m, 4096).to(dtype)
+    b = torch.randn(300).to(dtype)
     check(llmpack.sparse24_linear(x, v, meta, b), x, v, meta, b)
 
 

@@ -1,5 +1,6 @@
 // torch glue for the 2:4 family: argument checks (written once, shared by the
 // CPU and CUDA paths), output allocation, and CPU / CUDA registration.
+#include <algorithm>
 #include <cstdlib>
 #include <optional>
 #include <string>
@@ -13,9 +14,6 @@
 #include "sparse24/sparse24_cutlass.h"
 #include "sparse24/sparse24_reorder.h"
 
-#ifndef LLMPACK_SPARSE24_DENSE_M_DEFAULT
-#define LLMPACK_SPARSE24_DENSE_M_DEFAULT 32
-#endif
 
 namespace llmpack::sparse24 {
 namespace {
@@ -116,15 +114,57 @@ Flat flatten_x(const Tensor& x, int64_t n) {
   return {dense(torch::stable::reshape(x, {m, k})), out, m};
 }
 
-// From this many rows of x on, decompressing W once and running torch's dense
-// GEMM beats streaming the packed weight per row block (measured with
-// bench/sparse24.py; see README). LLMPACK_SPARSE24_DENSE_M overrides.
-int64_t dense_crossover_m() {
-  static const int64_t m = [] {
+// From this many rows of x on, unpacking W tile by tile and running torch's
+// dense GEMM on each tile beats streaming the packed weight once per block of
+// 4 rows of x: the stream kernel's cost grows with M (one gather per 16-32
+// useful MACs), the GEMM's barely does. Measured with
+// bench/sparse24_crossover.py on the development machine (2-core Xeon with
+// AVX-512 BF16; see README). LLMPACK_SPARSE24_DENSE_M overrides for all dtypes.
+int64_t dense_crossover_m(DType dt) {
+  static const int64_t forced = [] {
     const char* v = std::getenv("LLMPACK_SPARSE24_DENSE_M");
-    return v && *v ? std::atoll(v) : int64_t(LLMPACK_SPARSE24_DENSE_M_DEFAULT);
+    return v && *v ? std::atoll(v) : int64_t(-1);
   }();
-  return m;
+  if (forced >= 0) return forced;
+  // bf16 crosses earliest: torch's bf16 GEMM (AMX / AVX512-BF16) is the fastest dense one.
+  return dt == DType::bf16 ? 32 : 64;
+}
+
+// The tile buffer persists per thread: a fresh multi-MiB allocation per call
+// costs more in first-touch page faults than the unpack itself.
+uint8_t* tile_buffer(size_t bytes) {
+  thread_local std::vector<uint8_t> buf;
+  if (buf.size() < bytes) buf.resize(bytes);
+  return buf.data();
+}
+
+// y = x @ W^T + bias for large M: unpack ~1 MiB row tiles of W into a reused
+// buffer (cache-resident, never the whole dense W) and hand each tile to
+// torch's GEMM, writing y's matching column block.
+Tensor linear_tiled_dense_cpu(const Tensor& x2d, const Tensor& values, const Tensor& meta,
+                              const std::optional<Tensor>& bias_in) {
+  const int64_t m = x2d.size(0), n = values.size(0), k = values.size(1) * 2;
+  const int64_t es = static_cast<int64_t>(values.element_size());
+  int64_t tile = std::max<int64_t>(16, (int64_t(1) << 20) / (k * es));
+  tile = std::min(n, (tile + 15) / 16 * 16);
+  uint8_t* buf = tile_buffer(size_t(tile * k * es));
+  Tensor y = new_empty(x2d, {m, n}, x2d.scalar_type());
+  std::optional<Tensor> bias;
+  if (bias_in) bias = dense(*bias_in);
+  const auto* vals = static_cast<const uint8_t*>(values.const_data_ptr());
+  const auto* mt = static_cast<const uint8_t*>(meta.const_data_ptr());
+  for (int64_t r0 = 0; r0 < n; r0 += tile) {
+    const int64_t t = std::min(tile, n - r0);
+    int64_t bad = kNoError;
+    cpu().decompress({vals + r0 * values_cols(k) * es, mt + r0 * meta_cols(k), buf, t, k, int(es), &bad});
+    if (bad != kNoError) fail_bad_meta(meta, bad + r0 * meta_cols(k));
+    Tensor w = torch::stable::from_blob(buf, {t, k}, {k, 1}, x2d.device(), values.scalar_type());
+    std::optional<Tensor> b;
+    if (bias) b = torch::stable::narrow(*bias, 0, r0, t);
+    Tensor y_cols = torch::stable::narrow(y, 1, r0, t);
+    torch::stable::copy_(y_cols, aten_linear(x2d, w, b));
+  }
+  return y;
 }
 
 struct Outputs {
@@ -171,9 +211,8 @@ Tensor linear_cpu(Tensor x, Tensor values_in, Tensor meta_in, std::optional<Tens
   Tensor values = dense(values_in), meta = dense(meta_in);
   const int64_t n = values.size(0), k = values.size(1) * 2;
   Flat f = flatten_x(x, n);
-  if (f.m >= dense_crossover_m()) {
-    Tensor w = decompress_cpu(values, meta);
-    return torch::stable::reshape(aten_linear(f.x2d, w, bias_in), f.out_shape);
+  if (f.m >= dense_crossover_m(dtype_of(x)) && n > 0 && k > 0) {
+    return torch::stable::reshape(linear_tiled_dense_cpu(f.x2d, values, meta, bias_in), f.out_shape);
   }
   std::optional<Tensor> bias;
   if (bias_in) bias = dense(*bias_in);
