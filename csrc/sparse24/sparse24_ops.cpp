@@ -100,6 +100,9 @@ struct Flat {
   Tensor x2d;
   std::vector<int64_t> out_shape;
   int64_t m;
+  // y [M, N] -> [..., N]. Each stable-ABI call costs ~1 us, a visible share of
+  // a decode-shape call, so the common 2-D case skips the reshapes.
+  Tensor unflatten(const Tensor& y) const { return out_shape.size() == 2 ? y : torch::stable::reshape(y, out_shape); }
 };
 
 Flat flatten_x(const Tensor& x, int64_t n) {
@@ -111,7 +114,7 @@ Flat flatten_x(const Tensor& x, int64_t n) {
     m *= x.size(i);
   }
   out.push_back(n);
-  return {dense(torch::stable::reshape(x, {m, k})), out, m};
+  return {dense(x.dim() == 2 ? x : torch::stable::reshape(x, {m, k})), out, m};
 }
 
 // From this many rows of x on, unpacking W tile by tile and running torch's
@@ -212,7 +215,7 @@ Tensor linear_cpu(Tensor x, Tensor values_in, Tensor meta_in, std::optional<Tens
   const int64_t n = values.size(0), k = values.size(1) * 2;
   Flat f = flatten_x(x, n);
   if (f.m >= dense_crossover_m(dtype_of(x)) && n > 0 && k > 0) {
-    return torch::stable::reshape(linear_tiled_dense_cpu(f.x2d, values, meta, bias_in), f.out_shape);
+    return f.unflatten(linear_tiled_dense_cpu(f.x2d, values, meta, bias_in));
   }
   std::optional<Tensor> bias;
   if (bias_in) bias = dense(*bias_in);
@@ -223,7 +226,7 @@ Tensor linear_cpu(Tensor x, Tensor values_in, Tensor meta_in, std::optional<Tens
   if (f.m > 0 && n > 0) cpu().linear(p);
   if (bad != kNoError) fail("sparse24_linear: corrupted meta in weight row ", bad,
                             ": each nibble must encode two distinct positions i0 < i1 (and a padding nibble must be 0)");
-  return torch::stable::reshape(y, f.out_shape);
+  return f.unflatten(y);
 }
 
 // Canonical meta [N, ceil(K/8)] -> CUTLASS sm80 sparse-GEMM metadata, a flat
@@ -322,7 +325,7 @@ Tensor linear_cuda(Tensor x, Tensor values_in, Tensor meta_in, std::optional<Ten
     LinearParams p{f.x2d.const_data_ptr(), values.const_data_ptr(), static_cast<const uint8_t*>(meta.const_data_ptr()),
                    bias ? bias->const_data_ptr() : nullptr, y.mutable_data_ptr(), f.m, n, k, dt, nullptr};
     check_launch(launch_linear_smallm_cuda(p, ctx.stream), "sparse24_linear");
-    return torch::stable::reshape(y, f.out_shape);
+    return f.unflatten(y);
   }
   if (cutlass_linear_supported(f.m, n, k, dt)) {
     // Larger M: CUTLASS's sparse GEMM. Its metadata layout is rebuilt per call
@@ -344,11 +347,11 @@ Tensor linear_cuda(Tensor x, Tensor values_in, Tensor meta_in, std::optional<Ten
                                           ws_bytes, ctx.stream);
     if (err != kCutlassUnsupported) {  // e.g. a misaligned view falls through to the generic path
       check_launch(err, "sparse24_linear");
-      return torch::stable::reshape(y, f.out_shape);
+      return f.unflatten(y);
     }
   }
   Tensor w = decompress_cuda(values, meta);
-  return torch::stable::reshape(aten_linear(f.x2d, w, bias_in), f.out_shape);
+  return f.unflatten(aten_linear(f.x2d, w, bias_in));
 }
 
 Tensor meta_to_cutlass_op_cuda(Tensor meta_in) {
