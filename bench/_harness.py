@@ -2,8 +2,9 @@
 
 Every bench script prints one row per shape with time, GB/s, GFLOP/s, % of
 this machine's measured roofline and speed-up over a named PyTorch baseline
-measured in the same run. The roofline (stream bandwidth, peak GFLOP/s) is
-measured once per machine and cached in ~/.cache/llmpack/roofline.json.
+measured in the same run. The roofline (peak GFLOP/s per dtype, read
+bandwidth per working-set size) is measured once per machine and cached in
+~/.cache/llmpack/roofline.json.
 """
 from __future__ import annotations
 
@@ -45,29 +46,42 @@ def _machine_key() -> str:
     return f"{platform.node()}|{platform.processor() or platform.machine()}|threads={torch.get_num_threads()}"
 
 
-def _probe() -> dict:
-    """Measure the memory roof and peak GFLOP/s with torch's own best kernels.
-
-    Memory: our kernels are read-dominated (weights stream in, outputs are
-    tiny), so the roof is the best *read* bandwidth torch reaches on a 256 MiB
-    working set: the faster of a sum reduction and an fp32 GEMV (BLAS sgemv is
-    tuned to stream its matrix). Compute: a 2048^3 matmul per dtype. Note the
-    working set sits wherever this machine keeps 256 MiB (a large L3 on some
-    servers): benchmarks with weights of similar size are measured in the same
-    regime."""
-    n = 64 * 2**20  # 64 Mi float32 = 256 MiB
-    src = torch.ones(n, dtype=torch.float32)
+def _read_bandwidth(nbytes: int) -> float:
+    """Best read bandwidth (GB/s) torch reaches on an fp32 working set of
+    ``nbytes``: the faster of a sum reduction and an fp32 GEMV (BLAS sgemv is
+    tuned to stream its matrix). Both are timed warm, as the benchmarks are,
+    so the working set sits in whichever cache level or DRAM holds it."""
+    n = max(nbytes // 4, 4096)
+    src = torch.ones(n // 4096 * 4096, dtype=torch.float32)
+    mat, vec = src.view(-1, 4096), torch.ones(1, 4096)
     t_sum = timeit(lambda: src.sum(), warmup=2, repeats=7)
-    mat = src.view(16384, 4096)
-    vec = torch.ones(1, 4096)
     t_gemv = timeit(lambda: torch.nn.functional.linear(vec, mat), warmup=2, repeats=7)
-    bw = n * 4 / min(t_sum.min_s, t_gemv.min_s) / 1e9
+    return src.numel() * 4 / min(t_sum.min_s, t_gemv.min_s) / 1e9
+
+
+def _size_bucket(nbytes: float) -> int:
+    """Power of two >= nbytes, clamped to [1 MiB, 1 GiB]."""
+    b = 1 << 20
+    while b < nbytes and b < (1 << 30):
+        b <<= 1
+    return b
+
+
+def _probe() -> dict:
+    """Peak GFLOP/s per dtype (2048^3 matmul, torch's BLAS); memory roofs are
+    measured lazily per working-set size (mem_roof_gbps)."""
     peaks = {}
     for dtype in (torch.float32, torch.bfloat16):
         a = torch.randn(2048, 2048, dtype=dtype)
         tm = timeit(lambda: a @ a, warmup=1, repeats=5)
         peaks[str(dtype).replace("torch.", "")] = 2 * 2048**3 / tm.min_s / 1e9
-    return {"key": _machine_key(), "mem_gbps": bw, "peak_gflops": peaks}
+    return {"key": _machine_key(), "peak_gflops": peaks, "mem_gbps_by_size": {}}
+
+
+def _save(data: dict):
+    os.makedirs(os.path.dirname(CACHE), exist_ok=True)
+    with open(CACHE, "w") as f:
+        json.dump(data, f)
 
 
 def roofline() -> dict:
@@ -75,22 +89,32 @@ def roofline() -> dict:
     try:
         with open(CACHE) as f:
             data = json.load(f)
-        if data.get("key") == _machine_key():
+        if data.get("key") == _machine_key() and "mem_gbps_by_size" in data:
             return data
     except (OSError, ValueError):
         pass
     data = _probe()
-    os.makedirs(os.path.dirname(CACHE), exist_ok=True)
-    with open(CACHE, "w") as f:
-        json.dump(data, f)
+    _save(data)
     return data
+
+
+def mem_roof_gbps(working_set_bytes: float) -> float:
+    """Read-bandwidth roof for a working set of this size (bucketed to a
+    power of two, measured once and cached): a 2 MiB weight that lives in L2
+    and a 200 MiB one that streams from DRAM have different roofs."""
+    data = roofline()
+    key = str(_size_bucket(working_set_bytes))
+    if key not in data["mem_gbps_by_size"]:
+        data["mem_gbps_by_size"][key] = _read_bandwidth(int(key))
+        _save(data)
+    return data["mem_gbps_by_size"][key]
 
 
 def pct_of_roofline(bytes_moved: float, flops: float, seconds: float, dtype: str = "float32") -> float:
     """Achieved fraction of the roofline bound max(bytes/BW, flops/peak)."""
     r = roofline()
     peak = r["peak_gflops"].get(dtype, r["peak_gflops"]["float32"])
-    bound_s = max(bytes_moved / (r["mem_gbps"] * 1e9), flops / (peak * 1e9))
+    bound_s = max(bytes_moved / (mem_roof_gbps(bytes_moved) * 1e9), flops / (peak * 1e9))
     return 100.0 * bound_s / seconds
 
 
@@ -107,7 +131,8 @@ class Table:
         r = roofline()
         peaks = ", ".join(f"{k} {v:.0f}" for k, v in r["peak_gflops"].items())
         print(f"# {title}")
-        print(f"# roofline: memory {r['mem_gbps']:.1f} GB/s, peak GFLOP/s {peaks}, threads {torch.get_num_threads()}")
+        print(f"# roofline: peak GFLOP/s {peaks}; memory roof = best torch read bandwidth at each row's "
+              f"working-set size (e.g. {mem_roof_gbps(64 * 2**20):.1f} GB/s at 64 MiB); threads {torch.get_num_threads()}")
         self._header_printed = False
 
     def extra_cols(self, names: tuple, widths: tuple):
