@@ -12,7 +12,8 @@ from conftest import assert_close_dot, check_op
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # (M, N, K): decode and prefill-ish M, odd N, K with and without a SIMD tail.
-SHAPES = [(1, 8, 4), (1, 7, 12), (3, 97, 4096), (7, 33, 100), (16, 5, 36), (1, 1, 4092), (40, 9, 64), (1, 257, 576)]
+SHAPES = [(1, 8, 4), (1, 7, 12), (3, 97, 4096), (7, 33, 100), (16, 5, 36), (1, 1, 4092), (40, 9, 64), (1, 257, 576),
+          (9, 33, 128), (16, 300, 576)]  # the last two: M >= 8 with K % 32 == 0 (AMX tiles)
 
 
 def packed(n, k, dtype, seed=0):

@@ -3,6 +3,9 @@
 // AVX/AVX-512 register state (XGETBV), so a level reported here is usable.
 #include "common/isa.h"
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -11,6 +14,15 @@
 namespace llmpack {
 namespace {
 
+#if defined(LLMPACK_HAVE_AMX)
+// Linux hands out AMX tile state only on request (arch_prctl
+// ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA), once per process.
+bool os_grants_amx() {
+  constexpr long kReqXcompPerm = 0x1023, kXtileData = 18;
+  return syscall(SYS_arch_prctl, kReqXcompPerm, kXtileData) == 0;
+}
+#endif
+
 Isa detect() {
 #if defined(__x86_64__) || defined(_M_X64)
   __builtin_cpu_init();
@@ -18,7 +30,13 @@ Isa detect() {
   const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
       __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (avx512 && __builtin_cpu_supports("avx512bf16")) return Isa::avx512_bf16;
+  const bool bf16 = avx512 && __builtin_cpu_supports("avx512bf16");
+#if defined(LLMPACK_HAVE_AMX)
+  if (bf16 && __builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-bf16") &&
+      __builtin_cpu_supports("avx512vbmi2") && os_grants_amx())
+    return Isa::amx;
+#endif
+  if (bf16) return Isa::avx512_bf16;
   if (avx512) return Isa::avx512;
 #endif
 #if defined(LLMPACK_HAVE_AVX2)
@@ -32,11 +50,12 @@ Isa detect() {
 
 Isa parse_env() {
   const char* v = std::getenv("LLMPACK_ISA");
-  if (!v || !*v) return Isa::avx512_bf16;  // no request: highest available
+  if (!v || !*v) return Isa::amx;  // no request: highest available
   if (!std::strcmp(v, "generic")) return Isa::generic;
   if (!std::strcmp(v, "avx2")) return Isa::avx2;
   if (!std::strcmp(v, "avx512")) return Isa::avx512;
-  return Isa::avx512_bf16;
+  if (!std::strcmp(v, "avx512_bf16")) return Isa::avx512_bf16;
+  return Isa::amx;
 }
 
 Isa clamp(Isa want) {
@@ -65,6 +84,7 @@ Isa set_active_isa(Isa requested) {
 
 const char* isa_name(Isa isa) {
   switch (isa) {
+    case Isa::amx: return "amx";
     case Isa::avx512_bf16: return "avx512_bf16";
     case Isa::avx512: return "avx512";
     case Isa::avx2: return "avx2";
@@ -90,6 +110,8 @@ std::string cpu_feature_list() {
       {"avx512fp16", __builtin_cpu_supports("avx512fp16")},
       {"avx512vbmi2", __builtin_cpu_supports("avx512vbmi2")},
       {"avx512vpopcntdq", __builtin_cpu_supports("avx512vpopcntdq")},
+      {"amx-tile", __builtin_cpu_supports("amx-tile")},
+      {"amx-bf16", __builtin_cpu_supports("amx-bf16")},
   };
   for (const auto& f : feats)
     if (f.on) out += (out.empty() ? "" : ",") + std::string(f.name);

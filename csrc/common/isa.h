@@ -19,6 +19,11 @@ enum class Isa : int {
   // use it live in the avx512 unit behind __attribute__((target)), and a
   // family without such kernels points this level at its avx512 table.
   avx512_bf16 = 3,
+  // avx512_bf16 + AMX-TILE/AMX-BF16 + AVX512-VBMI2 (Sapphire Rapids and
+  // later), with the OS's permission for tile state: 2:4 tiles unpacked in
+  // registers and multiplied on the AMX unit. Families without an AMX unit
+  // (<family>_cpu_amx.cpp) point this level at their avx512_bf16 table.
+  amx = 4,
 };
 
 // Highest level this CPU (and OS) supports and this build compiled.
@@ -32,8 +37,11 @@ const char* isa_name(Isa isa);
 
 template <class Table>
 const Table& pick_isa(const Table* generic, const Table* avx2, const Table* avx512,
-                      const Table* avx512_bf16 = nullptr) {
+                      const Table* avx512_bf16 = nullptr, const Table* amx = nullptr) {
   switch (active_isa()) {
+    case Isa::amx:
+      if (amx) return *amx;
+      [[fallthrough]];
     case Isa::avx512_bf16:
       if (avx512_bf16) return *avx512_bf16;
       [[fallthrough]];
@@ -55,6 +63,11 @@ const Table& pick_isa(const Table* generic, const Table* avx2, const Table* avx5
 #define LLMPACK_IF_AVX2(x) (&(x))
 #else
 #define LLMPACK_IF_AVX2(x) static_cast<decltype(&(x))>(nullptr)
+#endif
+#if defined(LLMPACK_HAVE_AMX)
+#define LLMPACK_IF_AMX(x) (&(x))
+#else
+#define LLMPACK_IF_AMX(x) static_cast<decltype(&(x))>(nullptr)
 #endif
 #if defined(LLMPACK_HAVE_AVX512)
 #define LLMPACK_IF_AVX512(x) (&(x))

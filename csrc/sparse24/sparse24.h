@@ -126,7 +126,7 @@ struct CpuKernels {
   // Streams only the compressed bytes: the decode-shape (small M) kernel.
   void (*linear)(const LinearParams&);
 };
-extern const CpuKernels kCpuGeneric, kCpuAvx2, kCpuAvx512, kCpuAvx512Bf16;
+extern const CpuKernels kCpuGeneric, kCpuAvx2, kCpuAvx512, kCpuAvx512Bf16, kCpuAmx;
 
 // CUDA launchers (sparse24_cuda.cu). Return a cudaError_t as int (0 = ok).
 // first_bad_* point to device memory pre-filled with kNoError.

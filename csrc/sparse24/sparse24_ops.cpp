@@ -20,7 +20,7 @@ namespace {
 
 const CpuKernels& cpu() {
   return pick_isa(&kCpuGeneric, LLMPACK_IF_AVX2(kCpuAvx2), LLMPACK_IF_AVX512(kCpuAvx512),
-                  LLMPACK_IF_AVX512(kCpuAvx512Bf16));
+                  LLMPACK_IF_AVX512(kCpuAvx512Bf16), LLMPACK_IF_AMX(kCpuAmx));
 }
 
 constexpr auto kFloatTypes = {ScalarType::Float, ScalarType::Half, ScalarType::BFloat16};
@@ -129,8 +129,10 @@ int64_t dense_crossover_m(DType dt) {
     return v && *v ? std::atoll(v) : int64_t(-1);
   }();
   if (forced >= 0) return forced;
-  // bf16 crosses earliest: torch's bf16 GEMM (AMX / AVX512-BF16) is the fastest dense one.
-  return dt == DType::bf16 ? 32 : 64;
+  // bf16 crosses earliest (torch's bf16 GEMM is the fastest dense one), unless
+  // our AMX kernel is active, which keeps the packed path ahead for longer.
+  if (dt == DType::bf16) return active_isa() == Isa::amx ? 128 : 32;
+  return 64;
 }
 
 // The tile buffer persists per thread: a fresh multi-MiB allocation per call

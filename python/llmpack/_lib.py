@@ -12,7 +12,7 @@ import os
 
 import torch
 
-ISA_LEVELS = ("generic", "avx2", "avx512", "avx512_bf16")
+ISA_LEVELS = ("generic", "avx2", "avx512", "avx512_bf16", "amx")
 
 _here = os.path.dirname(os.path.abspath(__file__))
 

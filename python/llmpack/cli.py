@@ -18,7 +18,7 @@ def cmd_info(_args) -> int:
                   f"GPU visible: {torch.cuda.is_available()})"),
         ("library", _lib.LIBRARY_PATH),
         ("CPU ISA", f"{_lib.active_isa()} (best supported: {_lib.cpu_isa()}; "
-                    f"override with LLMPACK_ISA=generic|avx2|avx512|avx512_bf16)"),
+                    f"override with LLMPACK_ISA=generic|avx2|avx512|avx512_bf16|amx)"),
         ("CPU features", ", ".join(_lib.cpu_features()) or "-"),
         ("threads", str(torch.get_num_threads())),
         ("CUDA kernels", f"compiled for sm_{', sm_'.join(archs)}" if archs else "not compiled"),

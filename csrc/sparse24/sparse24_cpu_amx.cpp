@@ -1,0 +1,196 @@
+// 2:4 CPU kernels, AMX build (AVX-512 + BF16 + VBMI2 + AMX-TILE/BF16; flags:
+// cmake/LlmpackIsa.cmake). Only the bf16 linear differs from the
+// avx512_bf16 level: everything else reuses that level's kernels.
+//
+// Why AMX: at M = 4..32 the gather kernels are bound by one shuffle per 16-32
+// useful MACs, while torch's dense bf16 GEMM runs on the AMX tile unit. Here
+// the packed weight is unpacked tile by tile *in registers* and fed to the
+// same unit, so only the packed bytes stream from memory and the math is
+// AMX-speed:
+//   A tile (16 weight rows x 32 K, bf16): per row one vpexpandw places the 16
+//     kept values at their positions, the expand mask coming from the 8
+//     metadata nibbles (nibble -> 4-bit keep mask, two nibbles per byte, via
+//     a 256-entry table). Stored to a 1 KiB L1 buffer, then tileloadd.
+//   B tile (32 K x 16 rows of x, "VNNI" pairs): x is rearranged once per call
+//     so that each 32-K step's B tile is 1 KiB of contiguous memory.
+//   C tile (16 weight rows x 16 x rows, fp32) += A . B with tdpbf16ps; up to
+//     two C/B tile pairs share each A tile (M <= 32 per pass).
+// Requires K % 32 == 0 (every shape of the models we target); other K and the
+// other dtypes go to the avx512_bf16 kernels.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#define LLMPACK_ISA_NS amx
+#include "sparse24/sparse24_cpu_kernels.h"
+
+namespace llmpack::sparse24 {
+extern const CpuKernels kCpuAvx512Bf16;
+}
+
+namespace llmpack::sparse24::amx {
+namespace {
+
+constexpr int kTileRows = 16;  // weight rows per A tile / C tile rows
+constexpr int kTileK = 32;     // K per A tile (16 bf16 pairs)
+constexpr int kTileM = 16;     // x rows per B / C tile
+constexpr int kMaxB = 2;       // B/C tile pairs per pass: M <= 32
+constexpr int kAhead = 3;      // A tiles unpacked ahead of their use
+constexpr int kMinM = 8;       // measured: avx512_bf16's gather kernel is faster below
+constexpr int kRing = 4;       // A tile buffers (> kAhead)
+
+// Byte of canonical meta (two nibbles) -> 8-bit keep mask (two 4-bit masks).
+struct KeepTable {
+  uint8_t t[256];
+  constexpr KeepTable() : t() {
+    for (int b = 0; b < 256; ++b) {
+      auto keep = [](int nib) { return ((1 << (nib & 3)) | (1 << (nib >> 2))) & 0xF; };
+      t[b] = uint8_t(keep(b & 0xF) | (keep(b >> 4) << 4));
+    }
+  }
+};
+constexpr KeepTable kKeep;
+
+// Palette 1: tiles 0,1 = C (16 rows x 64 B fp32), 2 = A, 3,4 = B.
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+void configure_tiles() {
+  TileConfig cfg;
+  for (int t = 0; t < 5; ++t) {
+    cfg.colsb[t] = 64;
+    cfg.rows[t] = 16;
+  }
+  _tile_loadconfig(&cfg);
+}
+
+// x [m, k] bf16 -> per (32-K step s, 16-row block b) a 1 KiB B tile: row r
+// (K pair 2r, 2r+1 of the step) holds, for each of 16 x rows j, the pair
+// (x[j][32s + 2r], x[j][32s + 2r + 1]); rows of x past m are zero.
+std::vector<uint32_t> x_to_tiles(const uint16_t* x, int64_t m0, int64_t mb, int64_t k, int nb) {
+  const int64_t steps = k / kTileK;
+  std::vector<uint32_t> out(size_t(steps * nb * 16 * 16), 0u);
+  for (int64_t s = 0; s < steps; ++s)
+    for (int b = 0; b < nb; ++b) {
+      uint32_t* tile = out.data() + (s * nb + b) * 256;
+      for (int j = 0; j < kTileM; ++j) {
+        const int64_t row = m0 + b * kTileM + j;
+        if (row >= m0 + mb) break;
+        const uint32_t* src = reinterpret_cast<const uint32_t*>(x + row * k + s * kTileK);
+        for (int r = 0; r < 16; ++r) tile[r * 16 + j] = src[r];
+      }
+    }
+  return out;
+}
+
+// Unpack rows [n0, n0+16) x K-step s into a dense 16 x 32 bf16 tile. Rows
+// past n are zero. Returns the invalid-nibble mask (see invalid_nibbles).
+inline uint32_t unpack_a_tile(const LinearCtx& c, int64_t n0, int64_t s, uint16_t* tile) {
+  const uint16_t* vals = static_cast<const uint16_t*>(c.values);
+  uint32_t invalid = 0;
+  for (int r = 0; r < kTileRows; ++r) {
+    const int64_t row = n0 + r;
+    __m512i dense = _mm512_setzero_si512();
+    if (row < c.n) {
+      const uint8_t* mb = c.meta + row * meta_cols(c.k) + 4 * s;
+      uint32_t word;
+      std::memcpy(&word, mb, 4);
+      invalid |= invalid_nibbles(word);
+      const __mmask32 keep = uint32_t(kKeep.t[mb[0]]) | (uint32_t(kKeep.t[mb[1]]) << 8) |
+                             (uint32_t(kKeep.t[mb[2]]) << 16) | (uint32_t(kKeep.t[mb[3]]) << 24);
+      dense = _mm512_maskz_expandloadu_epi16(keep, vals + row * values_cols(c.k) + 16 * s);
+    }
+    _mm512_store_si512(tile + r * kTileK, dense);
+  }
+  return invalid;
+}
+
+// One pass over all weight rows for x rows [m0, m0 + mb), mb <= 32.
+template <int NB>
+void pass(const LinearParams& p, const LinearCtx& c, int64_t m0, int64_t mb, std::atomic<int64_t>& bad) {
+  const std::vector<uint32_t> xt = x_to_tiles(static_cast<const uint16_t*>(p.x), m0, mb, p.k, NB);
+  const int64_t steps = p.k / kTileK, ntiles = (p.n + kTileRows - 1) / kTileRows;
+  const uint16_t* bias = static_cast<const uint16_t*>(p.bias);
+  uint16_t* y = static_cast<uint16_t*>(p.y);
+  // ~64 Ki useful MACs per task at least.
+  parallel_for(0, ntiles, grain_for(int64_t(kTileRows) * p.k / 2 * mb, 1 << 16), [&](int64_t t0, int64_t t1) {
+    configure_tiles();  // tile state is per thread
+    alignas(64) uint16_t a_ring[kRing][kTileRows * kTileK];
+    alignas(64) float c_out[kMaxB][kTileRows * kTileM];
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t n0 = t * kTileRows;
+      uint32_t invalid = 0;
+      _tile_zero(0);
+      _tile_zero(1);
+      // AMX tile loads get no store forwarding: a tile unpacked by ordinary
+      // stores is loaded only kAhead steps later, once those stores are in L1.
+      for (int64_t s = 0; s < std::min<int64_t>(kAhead, steps); ++s) invalid |= unpack_a_tile(c, n0, s, a_ring[s % kRing]);
+      for (int64_t s = 0; s < steps; ++s) {
+        if (s + kAhead < steps) invalid |= unpack_a_tile(c, n0, s + kAhead, a_ring[(s + kAhead) % kRing]);
+        _tile_loadd(2, a_ring[s % kRing], 64);
+        _tile_loadd(3, xt.data() + (s * NB) * 256, 64);
+        _tile_dpbf16ps(0, 2, 3);
+        if constexpr (NB == 2) {
+          _tile_loadd(4, xt.data() + (s * NB + 1) * 256, 64);
+          _tile_dpbf16ps(1, 2, 4);
+        }
+      }
+      if (invalid) {  // find the row for the message; the result is discarded
+        for (int r = 0; r < kTileRows && n0 + r < p.n; ++r) {
+          uint32_t bad_row = 0;
+          for (int64_t s = 0; s < steps; ++s) {
+            uint32_t w;
+            std::memcpy(&w, c.meta + (n0 + r) * meta_cols(p.k) + 4 * s, 4);
+            bad_row |= invalid_nibbles(w);
+          }
+          if (bad_row) {
+            record_min(bad, n0 + r);
+            break;
+          }
+        }
+        continue;
+      }
+      _tile_stored(0, c_out[0], 64);
+      if constexpr (NB == 2) _tile_stored(1, c_out[1], 64);
+      for (int r = 0; r < kTileRows && n0 + r < p.n; ++r) {
+        const int64_t n = n0 + r;
+        const float b = bias ? bf16_to_f32(bias[n]) : 0.f;
+        for (int64_t j = 0; j < mb; ++j)
+          y[(m0 + j) * p.n + n] = f32_to_bf16(c_out[j / kTileM][r * kTileM + j % kTileM] + b);
+      }
+    }
+    _tile_release();
+  });
+}
+
+void linear(const LinearParams& p) {
+  // Below kMinM the gather kernel wins: a tile always computes 16 x rows, and
+  // unpacking W costs more than gathering x for a few rows.
+  if (p.dtype != DType::bf16 || p.k % kTileK != 0 || p.m < kMinM) {
+    kCpuAvx512Bf16.linear(p);
+    return;
+  }
+  const LinearCtx c{nullptr, p.x, p.values, p.meta, p.m, p.n, p.k};
+  std::atomic<int64_t> bad{kNoError};
+  for (int64_t m0 = 0; m0 < p.m; m0 += kMaxB * kTileM) {
+    const int64_t mb = std::min<int64_t>(kMaxB * kTileM, p.m - m0);
+    if (mb > kTileM)
+      pass<2>(p, c, m0, mb, bad);
+    else
+      pass<1>(p, c, m0, mb, bad);
+  }
+  *p.first_bad_row = bad.load();
+}
+
+}  // namespace
+}  // namespace llmpack::sparse24::amx
+
+namespace llmpack::sparse24 {
+extern const CpuKernels kCpuAmx;
+const CpuKernels kCpuAmx = {&amx::compress, &amx::decompress, &amx::linear};
+}  // namespace llmpack::sparse24
