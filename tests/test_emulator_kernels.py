@@ -13,7 +13,6 @@ registered op has one.
 """
 from __future__ import annotations
 
-import functools
 import os
 import sys
 
@@ -71,33 +70,15 @@ def bits(t: torch.Tensor) -> torch.Tensor:
 
 
 # The CUDA ops report a bad group / byte / row through a one-element int64
-# "error slot" filled with kNoError = INT64_MAX. That value does not survive
-# fill_(slot, double(INT64_MAX)) (2^63 is out of range; x86 gives INT64_MIN),
-# so every call reports a bogus error. Found by these tests; fix in
-# csrc/sparse24/sparse24_ops.cpp (error_slot / read_slot). Until then the
-# checks that go through a slot are skipped, and test_error_slot_starts_clear xfails.
-SLOT_BUG = ("sparse24_ops.cpp error_slot(): fill_(slot, double(kNoError)) cannot store INT64_MAX "
-            "(stores INT64_MIN), so the CUDA ops report a bogus first-bad index")
-
-
-@functools.lru_cache(maxsize=None)
-def _slot_bug(ops) -> bool:
-    try:
-        ops.sparse24_compress(torch.zeros(1, 4))
-        return False
-    except RuntimeError as e:
-        return "not 2:4 sparse" in str(e)
-
-
+# "error slot". It once started at kNoError = INT64_MAX, which fill_'s double
+# cannot hold (x86 stored INT64_MIN), so every call reported a bogus error:
+# found by these tests, fixed in sparse24_ops.cpp (the slot starts at -1).
 def needs_error_slot(ops):
-    if _slot_bug(ops):
-        pytest.skip(f"blocked by a known bug: {SLOT_BUG}")
+    """Kept as the marker of checks that go through the error slot."""
 
 
 def test_error_slot_starts_clear(ops):
     """The CUDA ops' error slot must read "no error" when nothing was wrong."""
-    if _slot_bug(ops):
-        pytest.xfail(SLOT_BUG)
     v, m = ops.sparse24_compress(torch.zeros(1, 4))
     assert torch.equal(m, torch.tensor([[0x4]], dtype=torch.uint8))
 
