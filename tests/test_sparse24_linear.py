@@ -86,7 +86,7 @@ def test_bad_input():
         llmpack.sparse24_linear(torch.randn(2, 12), v, meta)
     with pytest.raises(RuntimeError, match=r"x is bfloat16 but the weight values are float32"):
         llmpack.sparse24_linear(x.bfloat16(), v, meta)
-    with pytest.raises(RuntimeError, match=r"meta must have shape \[8, 2\]"):
+    with pytest.raises(RuntimeError, match=r"sparse24_linear: meta must have shape \[8, 2\]"):
         llmpack.sparse24_linear(x, v, meta[:, :1])
     with pytest.raises(RuntimeError, match=r"bias must have N=8 elements, got 7"):
         llmpack.sparse24_linear(x, v, meta, torch.randn(7))

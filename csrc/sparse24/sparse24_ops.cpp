@@ -34,8 +34,8 @@ void check_compress_args(const Tensor& w) {
                 " must be a multiple of 4; pad W with zero columns first (llmpack.sparse24.pad_k)");
 }
 
-void check_decompress_args(const Tensor& values, const Tensor& meta) {
-  constexpr const char* op = "sparse24_decompress";
+// The packed pair (values, meta), checked the same way for every op taking it.
+void check_packed_args(const Tensor& values, const Tensor& meta, const char* op) {
   check_cpu_or_cuda(values, op, "values");
   check_same_device(values, meta, op, "values", "meta");
   check_dim(values, 2, op, "values");
@@ -75,7 +75,7 @@ DType dtype_of(const Tensor& t) {
 void check_linear_args(const Tensor& x, const Tensor& values, const Tensor& meta,
                        const std::optional<Tensor>& bias) {
   constexpr const char* op = "sparse24_linear";
-  check_decompress_args(values, meta);
+  check_packed_args(values, meta, op);
   check_cpu_or_cuda(x, op, "x");
   check_same_device(x, values, op, "x", "values");
   check_dtype(x, kFloatTypes, op, "x");
@@ -202,7 +202,7 @@ std::tuple<Tensor, Tensor> compress_cpu(Tensor w_in) {
 }
 
 Tensor decompress_cpu(Tensor values_in, Tensor meta_in) {
-  check_decompress_args(values_in, meta_in);
+  check_packed_args(values_in, meta_in, "sparse24_decompress");
   Tensor values = dense(values_in), meta = dense(meta_in);
   Tensor w = new_empty(values, {values.size(0), values.size(1) * 2}, values.scalar_type());
   int64_t bad = kNoError;
@@ -297,7 +297,7 @@ std::tuple<Tensor, Tensor> compress_cuda(Tensor w_in) {
 }
 
 Tensor decompress_cuda(Tensor values_in, Tensor meta_in) {
-  check_decompress_args(values_in, meta_in);
+  check_packed_args(values_in, meta_in, "sparse24_decompress");
   Tensor values = dense(values_in), meta = dense(meta_in);
   CudaContext ctx(values);
   Tensor w = new_empty(values, {values.size(0), values.size(1) * 2}, values.scalar_type());
