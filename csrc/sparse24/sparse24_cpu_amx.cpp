@@ -41,18 +41,6 @@ constexpr int kAhead = 3;      // A tiles unpacked ahead of their use
 constexpr int kMinM = 8;       // measured: avx512_bf16's gather kernel is faster below
 constexpr int kRing = 4;       // A tile buffers (> kAhead)
 
-// Byte of canonical meta (two nibbles) -> 8-bit keep mask (two 4-bit masks).
-struct KeepTable {
-  uint8_t t[256];
-  constexpr KeepTable() : t() {
-    for (int b = 0; b < 256; ++b) {
-      auto keep = [](int nib) { return ((1 << (nib & 3)) | (1 << (nib >> 2))) & 0xF; };
-      t[b] = uint8_t(keep(b & 0xF) | (keep(b >> 4) << 4));
-    }
-  }
-};
-constexpr KeepTable kKeep;
-
 // Palette 1: tiles 0,1 = C (16 rows x 64 B fp32), 2 = A, 3,4 = B.
 struct alignas(64) TileConfig {
   uint8_t palette = 1, start_row = 0, reserved[14] = {};
@@ -101,9 +89,9 @@ inline uint32_t unpack_a_tile(const LinearCtx& c, int64_t n0, int64_t s, uint16_
       uint32_t word;
       std::memcpy(&word, mb, 4);
       invalid |= invalid_nibbles(word);
-      const __mmask32 keep = uint32_t(kKeep.t[mb[0]]) | (uint32_t(kKeep.t[mb[1]]) << 8) |
-                             (uint32_t(kKeep.t[mb[2]]) << 16) | (uint32_t(kKeep.t[mb[3]]) << 24);
-      dense = _mm512_maskz_expandloadu_epi16(keep, vals + row * values_cols(c.k) + 16 * s);
+      const __mmask32 keep = keep_mask32(mb);
+      const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(vals + row * values_cols(c.k) + 16 * s));
+      dense = _mm512_maskz_expand_epi16(keep, _mm512_castsi256_si512(packed));
     }
     _mm512_store_si512(tile + r * kTileK, dense);
   }
@@ -187,10 +175,45 @@ void linear(const LinearParams& p) {
   *p.first_bad_row = bad.load();
 }
 
+// Unpack with one vpexpandw per 32 K-positions (the same expand as the A
+// tiles) instead of one integer store per group: the large-M path (unpack W
+// tiles + GEMM) is bound by this. 16-bit types with K % 32 == 0; others use
+// the shared template.
+void decompress_expand(const DecompressParams& p) {
+  if (p.elem_bytes != 2 || p.cols % kTileK != 0) {
+    decompress(p);
+    return;
+  }
+  const int64_t steps = p.cols / kTileK, mcols = meta_cols(p.cols);
+  std::atomic<int64_t> bad{kNoError};
+  parallel_for(0, p.rows, grain_for(p.cols), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const uint16_t* v = static_cast<const uint16_t*>(p.values) + r * values_cols(p.cols);
+      const uint8_t* m = p.meta + r * mcols;
+      uint16_t* w = static_cast<uint16_t*>(p.w) + r * p.cols;
+      uint32_t invalid = 0;
+      for (int64_t s = 0; s < steps; ++s) {
+        const uint8_t* mb = m + 4 * s;
+        uint32_t word;
+        std::memcpy(&word, mb, 4);
+        invalid |= invalid_nibbles(word);
+        const __mmask32 keep = keep_mask32(mb);
+        const __m256i vals = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + 16 * s));
+        _mm512_storeu_si512(w + kTileK * s, _mm512_maskz_expand_epi16(keep, _mm512_castsi256_si512(vals)));
+      }
+      if (invalid) {  // rare: name the exact byte
+        record_bad_meta_byte(m, mcols, r, bad);
+        return;
+      }
+    }
+  });
+  *p.first_bad_byte = bad.load();
+}
+
 }  // namespace
 }  // namespace llmpack::sparse24::amx
 
 namespace llmpack::sparse24 {
 extern const CpuKernels kCpuAmx;
-const CpuKernels kCpuAmx = {&amx::compress, &amx::decompress, &amx::linear};
+const CpuKernels kCpuAmx = {&amx::compress, &amx::decompress_expand, &amx::linear};
 }  // namespace llmpack::sparse24

@@ -93,6 +93,43 @@ struct Avx512Kernel {
 
 void linear(const LinearParams& p) { linear_dispatch<Avx512Kernel>(p); }
 
+// fp32 unpack with two vexpandps per 32 K-positions (16 kept values): the
+// large-M path (unpack W tiles + GEMM) is bound by the unpack. 16-bit types
+// (vpexpandw needs VBMI2: the amx unit has it) and K % 32 != 0 use the
+// shared template.
+void decompress_expand(const DecompressParams& p) {
+  if (p.elem_bytes != 4 || p.cols % kChunk != 0) {
+    decompress(p);
+    return;
+  }
+  const int64_t steps = p.cols / kChunk, mcols = meta_cols(p.cols);
+  std::atomic<int64_t> bad{kNoError};
+  parallel_for(0, p.rows, grain_for(p.cols), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* v = static_cast<const float*>(p.values) + r * values_cols(p.cols);
+      const uint8_t* m = p.meta + r * mcols;
+      float* w = static_cast<float*>(p.w) + r * p.cols;
+      uint32_t invalid = 0;
+      for (int64_t s = 0; s < steps; ++s) {
+        uint32_t word;
+        std::memcpy(&word, m + 4 * s, 4);
+        invalid |= invalid_nibbles(word);
+        const uint32_t keep = keep_mask32(m + 4 * s);
+        const __m512 vals = _mm512_loadu_ps(v + 16 * s);
+        _mm512_storeu_ps(w + kChunk * s, _mm512_maskz_expand_ps(__mmask16(keep), vals));
+        // The high 16 positions take the 8 values the low half did not use.
+        const __m512 rest = _mm512_castps256_ps512(_mm512_extractf32x8_ps(vals, 1));
+        _mm512_storeu_ps(w + kChunk * s + 16, _mm512_maskz_expand_ps(__mmask16(keep >> 16), rest));
+      }
+      if (invalid) {
+        record_bad_meta_byte(m, mcols, r, bad);
+        return;
+      }
+    }
+  });
+  *p.first_bad_byte = bad.load();
+}
+
 // ---------------------------------------------------------------------------
 // avx512_bf16 level: bf16 weights and activations multiply in bf16 pairs.
 //
@@ -192,6 +229,6 @@ void linear_bf16(const LinearParams& p) {
 
 namespace llmpack::sparse24 {
 extern const CpuKernels kCpuAvx512, kCpuAvx512Bf16;
-const CpuKernels kCpuAvx512 = {&avx512::compress, &avx512::decompress, &avx512::linear};
-const CpuKernels kCpuAvx512Bf16 = {&avx512::compress, &avx512::decompress, &avx512::linear_bf16};
+const CpuKernels kCpuAvx512 = {&avx512::compress, &avx512::decompress_expand, &avx512::linear};
+const CpuKernels kCpuAvx512Bf16 = {&avx512::compress, &avx512::decompress_expand, &avx512::linear_bf16};
 }  // namespace llmpack::sparse24

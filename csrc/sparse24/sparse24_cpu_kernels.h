@@ -54,6 +54,34 @@ void compress_rows(const CompressParams& p, int64_t r0, int64_t r1, std::atomic<
   }
 }
 
+// Byte of canonical meta (two nibbles) -> 8-bit keep mask (two 4-bit masks),
+// so 4 metadata bytes give the 32-bit element mask an AVX-512 expand needs.
+struct KeepTable {
+  uint8_t t[256];
+  constexpr KeepTable() : t() {
+    for (int b = 0; b < 256; ++b) {
+      auto keep = [](int nib) { return ((1 << (nib & 3)) | (1 << (nib >> 2))) & 0xF; };
+      t[b] = uint8_t(keep(b & 0xF) | (keep(b >> 4) << 4));
+    }
+  }
+};
+constexpr KeepTable kKeep;
+
+inline uint32_t keep_mask32(const uint8_t* meta4) {
+  return uint32_t(kKeep.t[meta4[0]]) | (uint32_t(kKeep.t[meta4[1]]) << 8) | (uint32_t(kKeep.t[meta4[2]]) << 16) |
+         (uint32_t(kKeep.t[meta4[3]]) << 24);
+}
+
+// Validates the metadata of row r; records its first bad byte. For the SIMD
+// unpackers, which only learn *that* a row is bad.
+inline void record_bad_meta_byte(const uint8_t* m, int64_t mcols, int64_t r, std::atomic<int64_t>& bad) {
+  for (int64_t b = 0; b < mcols; ++b)
+    if (!valid_nibble(m[b] & 0xF) || !valid_nibble(m[b] >> 4)) {
+      record_min(bad, r * mcols + b);
+      return;
+    }
+}
+
 // One group of 4 elements as a single integer store: the two kept elements
 // shifted into their slots, zeros elsewhere. Branch-free, one store per group
 // instead of four element writes (2x faster on the memory-bound unpack).

@@ -131,7 +131,9 @@ int64_t dense_crossover_m(DType dt) {
   if (forced >= 0) return forced;
   // bf16 crosses earliest (torch's bf16 GEMM is the fastest dense one), unless
   // our AMX kernel is active, which keeps the packed path ahead for longer.
-  if (dt == DType::bf16) return active_isa() == Isa::amx ? 128 : 32;
+  const bool amx = active_isa() == Isa::amx;  // AMX kernel for bf16, vpexpandw unpack for 16-bit
+  if (dt == DType::bf16) return amx ? 64 : 32;
+  if (dt == DType::f16) return amx ? 16 : 64;
   return 64;
 }
 
@@ -143,14 +145,14 @@ uint8_t* tile_buffer(size_t bytes) {
   return buf.data();
 }
 
-// y = x @ W^T + bias for large M: unpack ~1 MiB row tiles of W into a reused
+// y = x @ W^T + bias for large M: unpack ~4 MiB row tiles of W into a reused
 // buffer (cache-resident, never the whole dense W) and hand each tile to
 // torch's GEMM, writing y's matching column block.
 Tensor linear_tiled_dense_cpu(const Tensor& x2d, const Tensor& values, const Tensor& meta,
                               const std::optional<Tensor>& bias_in) {
   const int64_t m = x2d.size(0), n = values.size(0), k = values.size(1) * 2;
   const int64_t es = static_cast<int64_t>(values.element_size());
-  int64_t tile = std::max<int64_t>(16, (int64_t(1) << 20) / (k * es));
+  int64_t tile = std::max<int64_t>(16, (int64_t(1) << 22) / (k * es));
   tile = std::min(n, (tile + 15) / 16 * 16);
   uint8_t* buf = tile_buffer(size_t(tile * k * es));
   Tensor y = new_empty(x2d, {m, n}, x2d.scalar_type());
