@@ -76,26 +76,55 @@ std::vector<uint32_t> x_to_tiles(const uint16_t* x, int64_t m0, int64_t mb, int6
   return out;
 }
 
-// Unpack rows [n0, n0+16) x K-step s into a dense 16 x 32 bf16 tile. Rows
-// past n are zero. Returns the invalid-nibble mask (see invalid_nibbles).
-inline uint32_t unpack_a_tile(const LinearCtx& c, int64_t n0, int64_t s, uint16_t* tile) {
+// Keep masks (bit i = K-position i of the 32-wide step is kept) for rows
+// [n0, n0+16) x all steps, row-major [16][steps], 0 for rows past n. 16 steps
+// of a row are 64 contiguous metadata bytes, so one vpshufb per nibble half
+// maps them all (nibble -> 4-bit keep mask) and the same vector is validated
+// with the SWAR test: ~10 vector ops per 16 steps instead of ~14 scalar ops
+// per step. Returns the invalid-nibble mask of the rows.
+uint32_t keep_masks(const LinearCtx& c, int64_t n0, int64_t steps, uint32_t* masks) {
+  const __m512i lut = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 0, 0, 0, 0x3, 0, 0, 0, 0x5, 0x6, 0, 0, 0x9, 0xA, 0xC, 0));
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  __m512i bad = _mm512_setzero_si512();
+  for (int r = 0; r < kTileRows; ++r) {
+    uint32_t* out = masks + r * steps;
+    const int64_t row = n0 + r;
+    if (row >= c.n) {
+      std::memset(out, 0, size_t(steps) * 4);
+      continue;
+    }
+    const uint8_t* m = c.meta + row * meta_cols(c.k);
+    for (int64_t s0 = 0; s0 < steps; s0 += 16) {
+      const __mmask16 lanes = __mmask16((1u << std::min<int64_t>(16, steps - s0)) - 1);
+      const __m512i v = _mm512_maskz_loadu_epi32(lanes, m + 4 * s0);
+      const __m512i lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(v, low4));
+      const __m512i hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(v, 4), low4));
+      _mm512_mask_storeu_epi32(out + s0, lanes, _mm512_or_si512(lo, _mm512_slli_epi16(hi, 4)));
+      // invalid_nibbles() on 16 words at once (lanes past the end read as valid).
+      const __m512i i0 = _mm512_and_si512(v, _mm512_set1_epi32(0x33333333));
+      const __m512i i1 = _mm512_and_si512(_mm512_srli_epi32(v, 2), _mm512_set1_epi32(0x33333333));
+      const __m512i t = _mm512_sub_epi32(_mm512_sub_epi32(_mm512_or_si512(i1, _mm512_set1_epi32(0x44444444)), i0),
+                                         _mm512_set1_epi32(0x11111111));
+      bad = _mm512_mask_or_epi32(bad, lanes, bad, _mm512_andnot_si512(t, _mm512_set1_epi32(0x44444444)));
+    }
+  }
+  return uint32_t(_mm512_reduce_or_epi32(bad));
+}
+
+// Unpack rows [n0, n0+16) x K-step s into a dense 16 x 32 bf16 tile (rows
+// past n are zero), one vpexpandw per row.
+inline void unpack_a_tile(const LinearCtx& c, int64_t n0, int64_t s, int64_t steps, const uint32_t* masks,
+                          uint16_t* tile) {
   const uint16_t* vals = static_cast<const uint16_t*>(c.values);
-  uint32_t invalid = 0;
   for (int r = 0; r < kTileRows; ++r) {
     const int64_t row = n0 + r;
     __m512i dense = _mm512_setzero_si512();
     if (row < c.n) {
-      const uint8_t* mb = c.meta + row * meta_cols(c.k) + 4 * s;
-      uint32_t word;
-      std::memcpy(&word, mb, 4);
-      invalid |= invalid_nibbles(word);
-      const __mmask32 keep = keep_mask32(mb);
       const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(vals + row * values_cols(c.k) + 16 * s));
-      dense = _mm512_maskz_expand_epi16(keep, _mm512_castsi256_si512(packed));
+      dense = _mm512_maskz_expand_epi16(__mmask32(masks[r * steps + s]), _mm512_castsi256_si512(packed));
     }
     _mm512_store_si512(tile + r * kTileK, dense);
   }
-  return invalid;
 }
 
 // One pass over all weight rows for x rows [m0, m0 + mb), mb <= 32.
@@ -109,17 +138,19 @@ void pass(const LinearParams& p, const LinearCtx& c, int64_t m0, int64_t mb, std
   parallel_for(0, ntiles, grain_for(int64_t(kTileRows) * p.k / 2 * mb, 1 << 16), [&](int64_t t0, int64_t t1) {
     configure_tiles();  // tile state is per thread
     alignas(64) uint16_t a_ring[kRing][kTileRows * kTileK];
+    std::vector<uint32_t> masks(size_t(kTileRows * steps));
     alignas(64) float c_out[kMaxB][kTileRows * kTileM];
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t n0 = t * kTileRows;
-      uint32_t invalid = 0;
+      const uint32_t invalid = keep_masks(c, n0, steps, masks.data());
       _tile_zero(0);
       _tile_zero(1);
       // AMX tile loads get no store forwarding: a tile unpacked by ordinary
       // stores is loaded only kAhead steps later, once those stores are in L1.
-      for (int64_t s = 0; s < std::min<int64_t>(kAhead, steps); ++s) invalid |= unpack_a_tile(c, n0, s, a_ring[s % kRing]);
+      for (int64_t s = 0; s < std::min<int64_t>(kAhead, steps); ++s)
+        unpack_a_tile(c, n0, s, steps, masks.data(), a_ring[s % kRing]);
       for (int64_t s = 0; s < steps; ++s) {
-        if (s + kAhead < steps) invalid |= unpack_a_tile(c, n0, s + kAhead, a_ring[(s + kAhead) % kRing]);
+        if (s + kAhead < steps) unpack_a_tile(c, n0, s + kAhead, steps, masks.data(), a_ring[(s + kAhead) % kRing]);
         _tile_loadd(2, a_ring[s % kRing], 64);
         _tile_loadd(3, xt.data() + (s * NB) * 256, 64);
         _tile_dpbf16ps(0, 2, 3);
