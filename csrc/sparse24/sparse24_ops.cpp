@@ -132,7 +132,7 @@ int64_t dense_crossover_m(DType dt) {
   // bf16 crosses earliest (torch's bf16 GEMM is the fastest dense one), unless
   // our AMX kernel is active, which keeps the packed path ahead for longer.
   const bool amx = active_isa() == Isa::amx;  // AMX kernel for bf16, vpexpandw unpack for 16-bit
-  if (dt == DType::bf16) return amx ? 64 : 32;
+  if (dt == DType::bf16) return amx ? 224 : 32;
   if (dt == DType::f16) return amx ? 16 : 64;
   return 64;
 }
