@@ -14,4 +14,8 @@ LLMPACK_LIBRARY(m) {
   // 2:4 meta [N, ceil(K/8)] -> flat uint8 [round_up(N, 32) * round_up(ceil(K/8), 4)] in CUTLASS's sm80
   // sparse-GEMM metadata layout (zero-padded, validated); layout in csrc/sparse24/sparse24_reorder.h.
   m.def("sparse24_meta_to_cutlass(Tensor meta) -> Tensor");
+#if defined(LLMPACK_SIMT_EMULATION)
+  // Test-only (emulator build): the CUTLASS path's transpose+bias kernel, y [m, N] = d[:, :m]^T (+ bias).
+  m.def("_transpose_bias(Tensor d, Tensor? bias, int m) -> Tensor");
+#endif
 }

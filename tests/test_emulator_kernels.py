@@ -141,6 +141,23 @@ def sparse24_linear(ops, case):
 
 
 # ---- CUTLASS metadata reorder ------------------------------------------------------------------
+TRANSPOSE_CASES = [(m, n, ldd, d, b) for (m, n, ldd) in [(1, 7, 8), (33, 97, 40), (5, 300, 8), (64, 33, 64)]
+                   for d in (torch.float16, torch.bfloat16) for b in (False, True)]
+
+
+@kernel_check(covers=("_transpose_bias",), cases=TRANSPOSE_CASES)
+def check_transpose_bias(ops, case):
+    """The CUTLASS path's second kernel: y = D[:, :m]^T (+ bias, added in fp32, rounded once)."""
+    m, n, ldd, dtype, with_bias = case
+    d = torch.randn(n, ldd).to(dtype)
+    bias = torch.randn(n).to(dtype) if with_bias else None
+    y = ops._transpose_bias(d, bias, m)
+    ref = d[:, :m].t()
+    if with_bias:
+        ref = (ref.float() + bias.float()).to(dtype)
+    assert torch.equal(bits(y), bits(ref.contiguous()))
+
+
 @kernel_check(covers=("sparse24_meta_to_cutlass",), cases=[(n, k) for n in (1, 7, 32, 97) for k in (4, 36, 64, 100)])
 def sparse24_meta_to_cutlass(ops, case):
     n, k = case

@@ -66,6 +66,12 @@ int launch_transpose(const LinearParams& p, const void* d, int64_t ldd, void* st
 }
 
 }  // namespace
+
+int launch_transpose_bias_cuda(const LinearParams& p, const void* d, int64_t ldd, void* stream) {
+  return p.dtype == DType::bf16 ? launch_transpose<__nv_bfloat16>(p, d, ldd, stream)
+                                : launch_transpose<__half>(p, d, ldd, stream);
+}
+
 }  // namespace llmpack::sparse24
 
 #if defined(LLMPACK_WITH_CUTLASS) && !defined(LLMPACK_SIMT_EMULATION)

@@ -69,4 +69,9 @@ size_t cutlass_workspace_bytes(int64_t m, int64_t n, int64_t k, DType dtype);
 int launch_linear_cutlass(const LinearParams& p, const uint8_t* meta_cutlass, void* workspace,
                           size_t workspace_bytes, void* stream);
 
+// The second launch of launch_linear_cutlass on its own: y [p.m, p.n] =
+// D^T (+ p.bias) for D [p.n, ldd] row-major in p.dtype (f16/bf16). Exposed so
+// the emulator tests can run this hand-written kernel (the GEMM cannot run there).
+int launch_transpose_bias_cuda(const LinearParams& p, const void* d, int64_t ldd, void* stream);
+
 }  // namespace llmpack::sparse24

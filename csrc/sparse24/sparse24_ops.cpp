@@ -371,6 +371,25 @@ Tensor meta_to_cutlass_op_cuda(Tensor meta_in) {
   if (bad != kNoError) fail_bad_meta_row(bad);
   return out;
 }
+
+#if defined(LLMPACK_SIMT_EMULATION)
+// Emulator-only entry to the CUTLASS path's transpose+bias kernel.
+Tensor transpose_bias_test(Tensor d_in, std::optional<Tensor> bias_in, int64_t m) {
+  constexpr const char* op = "_transpose_bias";
+  check_dim(d_in, 2, op, "d");
+  check_dtype(d_in, {ScalarType::Half, ScalarType::BFloat16}, op, "d");
+  LLMPACK_CHECK(m >= 0 && m <= d_in.size(1), op, ": m must be in [0, ", d_in.size(1), "]");
+  Tensor d = dense(d_in);
+  std::optional<Tensor> bias;
+  if (bias_in) bias = dense(*bias_in);
+  const int64_t n = d.size(0);
+  Tensor y = new_empty(d, {m, n}, d.scalar_type());
+  LinearParams p{nullptr, nullptr, nullptr, bias ? bias->const_data_ptr() : nullptr, y.mutable_data_ptr(),
+                 m, n, 0, dtype_of(d), nullptr};
+  check_launch(launch_transpose_bias_cuda(p, d.const_data_ptr(), d.size(1), nullptr), op);
+  return y;
+}
+#endif
 #endif
 
 }  // namespace
@@ -390,6 +409,9 @@ LLMPACK_CUDA_IMPL(m) {
   m.impl("sparse24_compress", TORCH_BOX(&llmpack::sparse24::compress_cuda));
   m.impl("sparse24_decompress", TORCH_BOX(&llmpack::sparse24::decompress_cuda));
   m.impl("sparse24_linear", TORCH_BOX(&llmpack::sparse24::linear_cuda));
+#if defined(LLMPACK_SIMT_EMULATION)
+  m.impl("_transpose_bias", TORCH_BOX(&llmpack::sparse24::transpose_bias_test));
+#endif
   m.impl("sparse24_meta_to_cutlass", TORCH_BOX(&llmpack::sparse24::meta_to_cutlass_op_cuda));
 }
 #endif
