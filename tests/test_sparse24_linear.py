@@ -46,7 +46,7 @@ def test_linear_matches_reference(isa, m, n, k, dtype, with_bias):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("m", [1, 31, 32, 33, 64, 65])
+@pytest.mark.parametrize("m", [1, 31, 32, 33, 64, 65, 200])
 def test_both_sides_of_the_dense_crossover(isa, m, dtype):
     # Small M streams the packed weight; large M unpacks W tile by tile and
     # uses torch's GEMM (several tiles here: N=300 with K=4096). Both must

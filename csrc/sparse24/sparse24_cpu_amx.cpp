@@ -15,8 +15,9 @@
 //     so that each 32-K step's B tile is 1 KiB of contiguous memory.
 //   C tile (16 weight rows x 16 x rows, fp32) += A . B with tdpbf16ps; up to
 //     two C/B tile pairs share each A tile (M <= 32 per pass).
-// Requires K % 32 == 0 (every shape of the models we target); other K and the
-// other dtypes go to the avx512_bf16 kernels.
+// fp16 runs the same way on exact bf16 hi/lo splits of W and x (four tile
+// products per step). Requires K % 32 == 0 (every shape of the models we
+// target); other K and fp32 go to the avx512_bf16 kernels.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -41,7 +42,9 @@ constexpr int kAhead = 3;      // A tiles unpacked ahead of their use
 constexpr int kMinM = 8;       // measured: avx512_bf16's gather kernel is faster below
 constexpr int kRing = 4;       // A tile buffers (> kAhead)
 
-// Palette 1: tiles 0,1 = C (16 rows x 64 B fp32), 2 = A, 3,4 = B.
+// Palette 1, all 8 tiles 16 rows x 64 B: 0,1 = C (fp32); 2,3 = A (hi, lo);
+// 4,5 = B for x rows 0..15 (hi, lo), 6,7 = B for x rows 16..31. The lo tiles
+// are used by fp16 only (see pass()).
 struct alignas(64) TileConfig {
   uint8_t palette = 1, start_row = 0, reserved[14] = {};
   uint16_t colsb[16] = {};
@@ -50,27 +53,45 @@ struct alignas(64) TileConfig {
 
 void configure_tiles() {
   TileConfig cfg;
-  for (int t = 0; t < 5; ++t) {
+  for (int t = 0; t < 8; ++t) {
     cfg.colsb[t] = 64;
     cfg.rows[t] = 16;
   }
   _tile_loadconfig(&cfg);
 }
 
-// x [m, k] bf16 -> per (32-K step s, 16-row block b) a 1 KiB B tile: row r
+// x [m, k] -> per (32-K step s, 16-row block b, part) a 1 KiB B tile: row r
 // (K pair 2r, 2r+1 of the step) holds, for each of 16 x rows j, the pair
-// (x[j][32s + 2r], x[j][32s + 2r + 1]); rows of x past m are zero.
-std::vector<uint32_t> x_to_tiles(const uint16_t* x, int64_t m0, int64_t mb, int64_t k, int nb) {
+// (x[j][32s + 2r], x[j][32s + 2r + 1]); rows of x past m are zero. bf16 x has
+// one part; fp16 x has two, hi = bf16(x) and lo = bf16(x - hi), which sum to
+// x exactly (an fp16 significand has 11 bits, hi keeps 8, the rest fits lo).
+std::vector<uint32_t> x_to_tiles(const uint16_t* x, int64_t m0, int64_t mb, int64_t k, int nb, bool f16) {
   const int64_t steps = k / kTileK;
-  std::vector<uint32_t> out(size_t(steps * nb * 16 * 16), 0u);
+  const int parts = f16 ? 2 : 1;
+  std::vector<uint32_t> out(size_t(steps * nb * parts * 256), 0u);
+  auto split = [](uint16_t h, uint16_t* hi, uint16_t* lo) {
+    const float v = f16_to_f32(h);
+    *hi = f32_to_bf16(v);
+    *lo = f32_to_bf16(v - bf16_to_f32(*hi));
+  };
   for (int64_t s = 0; s < steps; ++s)
     for (int b = 0; b < nb; ++b) {
-      uint32_t* tile = out.data() + (s * nb + b) * 256;
+      uint32_t* tile = out.data() + (s * nb + b) * parts * 256;
       for (int j = 0; j < kTileM; ++j) {
         const int64_t row = m0 + b * kTileM + j;
         if (row >= m0 + mb) break;
-        const uint32_t* src = reinterpret_cast<const uint32_t*>(x + row * k + s * kTileK);
-        for (int r = 0; r < 16; ++r) tile[r * 16 + j] = src[r];
+        const uint16_t* src = x + row * k + s * kTileK;
+        for (int r = 0; r < 16; ++r) {
+          if (!f16) {
+            tile[r * 16 + j] = uint32_t(src[2 * r]) | (uint32_t(src[2 * r + 1]) << 16);
+          } else {
+            uint16_t h0, l0, h1, l1;
+            split(src[2 * r], &h0, &l0);
+            split(src[2 * r + 1], &h1, &l1);
+            tile[r * 16 + j] = uint32_t(h0) | (uint32_t(h1) << 16);
+            tile[256 + r * 16 + j] = uint32_t(l0) | (uint32_t(l1) << 16);
+          }
+        }
       }
     }
   return out;
@@ -112,32 +133,48 @@ uint32_t keep_masks(const LinearCtx& c, int64_t n0, int64_t steps, uint32_t* mas
 }
 
 // Unpack rows [n0, n0+16) x K-step s into a dense 16 x 32 bf16 tile (rows
-// past n are zero), one vpexpandw per row.
+// past n are zero), one vpexpandw per row. fp16 weights are split like x
+// (hi = bf16(w), lo = bf16(w - hi)) into a second tile.
+template <bool kF16>
 inline void unpack_a_tile(const LinearCtx& c, int64_t n0, int64_t s, int64_t steps, const uint32_t* masks,
-                          uint16_t* tile) {
+                          uint16_t* hi_tile, uint16_t* lo_tile) {
   const uint16_t* vals = static_cast<const uint16_t*>(c.values);
   for (int r = 0; r < kTileRows; ++r) {
     const int64_t row = n0 + r;
-    __m512i dense = _mm512_setzero_si512();
+    __m512i hi = _mm512_setzero_si512(), lo = _mm512_setzero_si512();
     if (row < c.n) {
-      const __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(vals + row * values_cols(c.k) + 16 * s));
-      dense = _mm512_maskz_expand_epi16(__mmask32(masks[r * steps + s]), _mm512_castsi256_si512(packed));
+      const __mmask32 keep = __mmask32(masks[r * steps + s]);
+      __m256i packed = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(vals + row * values_cols(c.k) + 16 * s));
+      if constexpr (kF16) {
+        const __m512 w = _mm512_cvtph_ps(packed);
+        const __m256i w_hi = (__m256i)_mm512_cvtneps_pbh(w);
+        const __m512 w_hi_f = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(w_hi), 16));
+        const __m256i w_lo = (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(w, w_hi_f));
+        lo = _mm512_maskz_expand_epi16(keep, _mm512_castsi256_si512(w_lo));
+        packed = w_hi;
+      }
+      hi = _mm512_maskz_expand_epi16(keep, _mm512_castsi256_si512(packed));
     }
-    _mm512_store_si512(tile + r * kTileK, dense);
+    _mm512_store_si512(hi_tile + r * kTileK, hi);
+    if constexpr (kF16) _mm512_store_si512(lo_tile + r * kTileK, lo);
   }
 }
 
-// One pass over all weight rows for x rows [m0, m0 + mb), mb <= 32.
-template <int NB>
+// One pass over all weight rows for x rows [m0, m0 + mb), mb <= 32. bf16:
+// C += A.B per step. fp16: C += A_hi.B_hi + A_hi.B_lo + A_lo.B_hi + A_lo.B_lo,
+// all four products exact in fp32, so the result is as accurate as the fp32
+// gather kernel's; the unpack (the bottleneck) merely doubles.
+template <int NB, bool kF16>
 void pass(const LinearParams& p, const LinearCtx& c, int64_t m0, int64_t mb, std::atomic<int64_t>& bad) {
-  const std::vector<uint32_t> xt = x_to_tiles(static_cast<const uint16_t*>(p.x), m0, mb, p.k, NB);
+  constexpr int kParts = kF16 ? 2 : 1;
+  const std::vector<uint32_t> xt = x_to_tiles(static_cast<const uint16_t*>(p.x), m0, mb, p.k, NB, kF16);
   const int64_t steps = p.k / kTileK, ntiles = (p.n + kTileRows - 1) / kTileRows;
   const uint16_t* bias = static_cast<const uint16_t*>(p.bias);
   uint16_t* y = static_cast<uint16_t*>(p.y);
   // ~64 Ki useful MACs per task at least.
   parallel_for(0, ntiles, grain_for(int64_t(kTileRows) * p.k / 2 * mb, 1 << 16), [&](int64_t t0, int64_t t1) {
     configure_tiles();  // tile state is per thread
-    alignas(64) uint16_t a_ring[kRing][kTileRows * kTileK];
+    alignas(64) uint16_t a_ring[kRing][kParts][kTileRows * kTileK];
     std::vector<uint32_t> masks(size_t(kTileRows * steps));
     alignas(64) float c_out[kMaxB][kTileRows * kTileM];
     for (int64_t t = t0; t < t1; ++t) {
@@ -147,16 +184,34 @@ void pass(const LinearParams& p, const LinearCtx& c, int64_t m0, int64_t mb, std
       _tile_zero(1);
       // AMX tile loads get no store forwarding: a tile unpacked by ordinary
       // stores is loaded only kAhead steps later, once those stores are in L1.
-      for (int64_t s = 0; s < std::min<int64_t>(kAhead, steps); ++s)
-        unpack_a_tile(c, n0, s, steps, masks.data(), a_ring[s % kRing]);
+      auto unpack = [&](int64_t s) {
+        uint16_t* slot = a_ring[s % kRing][0];
+        unpack_a_tile<kF16>(c, n0, s, steps, masks.data(), slot, slot + (kParts - 1) * kTileRows * kTileK);
+      };
+      for (int64_t s = 0; s < std::min<int64_t>(kAhead, steps); ++s) unpack(s);
       for (int64_t s = 0; s < steps; ++s) {
-        if (s + kAhead < steps) unpack_a_tile(c, n0, s + kAhead, steps, masks.data(), a_ring[(s + kAhead) % kRing]);
-        _tile_loadd(2, a_ring[s % kRing], 64);
-        _tile_loadd(3, xt.data() + (s * NB) * 256, 64);
-        _tile_dpbf16ps(0, 2, 3);
+        if (s + kAhead < steps) unpack(s + kAhead);
+        const uint32_t* b0 = xt.data() + (s * NB) * kParts * 256;
+        _tile_loadd(2, a_ring[s % kRing][0], 64);
+        _tile_loadd(4, b0, 64);
+        _tile_dpbf16ps(0, 2, 4);
+        if constexpr (kF16) {
+          _tile_loadd(3, a_ring[s % kRing][1], 64);
+          _tile_loadd(5, b0 + 256, 64);
+          _tile_dpbf16ps(0, 2, 5);
+          _tile_dpbf16ps(0, 3, 4);
+          _tile_dpbf16ps(0, 3, 5);
+        }
         if constexpr (NB == 2) {
-          _tile_loadd(4, xt.data() + (s * NB + 1) * 256, 64);
-          _tile_dpbf16ps(1, 2, 4);
+          const uint32_t* b1 = b0 + kParts * 256;
+          _tile_loadd(6, b1, 64);
+          _tile_dpbf16ps(1, 2, 6);
+          if constexpr (kF16) {
+            _tile_loadd(7, b1 + 256, 64);
+            _tile_dpbf16ps(1, 2, 7);
+            _tile_dpbf16ps(1, 3, 6);
+            _tile_dpbf16ps(1, 3, 7);
+          }
         }
       }
       if (invalid) {  // find the row for the message; the result is discarded
@@ -178,38 +233,44 @@ void pass(const LinearParams& p, const LinearCtx& c, int64_t m0, int64_t mb, std
       if constexpr (NB == 2) _tile_stored(1, c_out[1], 64);
       for (int r = 0; r < kTileRows && n0 + r < p.n; ++r) {
         const int64_t n = n0 + r;
-        const float b = bias ? bf16_to_f32(bias[n]) : 0.f;
-        for (int64_t j = 0; j < mb; ++j)
-          y[(m0 + j) * p.n + n] = f32_to_bf16(c_out[j / kTileM][r * kTileM + j % kTileM] + b);
+        const float b = !bias ? 0.f : kF16 ? f16_to_f32(bias[n]) : bf16_to_f32(bias[n]);
+        for (int64_t j = 0; j < mb; ++j) {
+          const float v = c_out[j / kTileM][r * kTileM + j % kTileM] + b;
+          y[(m0 + j) * p.n + n] = kF16 ? f32_to_f16(v) : f32_to_bf16(v);
+        }
       }
     }
     _tile_release();
   });
 }
 
-void linear(const LinearParams& p) {
-  // Below kMinM the gather kernel wins: a tile always computes 16 x rows, and
-  // unpacking W costs more than gathering x for a few rows.
-  if (p.dtype != DType::bf16 || p.k % kTileK != 0 || p.m < kMinM) {
-    kCpuAvx512Bf16.linear(p);
-    return;
-  }
+template <bool kF16>
+void linear_amx(const LinearParams& p) {
   const LinearCtx c{nullptr, p.x, p.values, p.meta, p.m, p.n, p.k};
   std::atomic<int64_t> bad{kNoError};
   for (int64_t m0 = 0; m0 < p.m; m0 += kMaxB * kTileM) {
     const int64_t mb = std::min<int64_t>(kMaxB * kTileM, p.m - m0);
     if (mb > kTileM)
-      pass<2>(p, c, m0, mb, bad);
+      pass<2, kF16>(p, c, m0, mb, bad);
     else
-      pass<1>(p, c, m0, mb, bad);
+      pass<1, kF16>(p, c, m0, mb, bad);
   }
   *p.first_bad_row = bad.load();
 }
 
-// Unpack with one vpexpandw per 32 K-positions (the same expand as the A
-// tiles) instead of one integer store per group: the large-M path (unpack W
-// tiles + GEMM) is bound by this. 16-bit types with K % 32 == 0; others use
-// the shared template.
+void linear(const LinearParams& p) {
+  // Below kMinM the gather kernels win: a tile always computes 16 x rows, and
+  // unpacking W costs more than gathering x for a few rows.
+  if (p.dtype == DType::f32 || p.k % kTileK != 0 || p.m < kMinM) {
+    kCpuAvx512Bf16.linear(p);
+    return;
+  }
+  if (p.dtype == DType::bf16)
+    linear_amx<false>(p);
+  else
+    linear_amx<true>(p);
+}
+
 void decompress_expand(const DecompressParams& p) {
   if (p.elem_bytes != 2 || p.cols % kTileK != 0) {
     decompress(p);

@@ -129,11 +129,11 @@ int64_t dense_crossover_m(DType dt) {
     return v && *v ? std::atoll(v) : int64_t(-1);
   }();
   if (forced >= 0) return forced;
-  // bf16 crosses earliest (torch's bf16 GEMM is the fastest dense one), unless
-  // our AMX kernel is active, which keeps the packed path ahead for longer.
-  const bool amx = active_isa() == Isa::amx;  // AMX kernel for bf16, vpexpandw unpack for 16-bit
-  if (dt == DType::bf16) return amx ? 224 : 32;
-  if (dt == DType::f16) return amx ? 16 : 64;
+  // With the AMX kernels (bf16, and fp16 as exact bf16 hi/lo splits) the
+  // packed path stays ahead for long; fp16's dense GEMM is slow, bf16's fast.
+  const bool amx = active_isa() == Isa::amx;
+  if (dt == DType::bf16) return amx ? 192 : 32;
+  if (dt == DType::f16) return amx ? 512 : 64;
   return 64;
 }
 
