@@ -276,30 +276,10 @@ void decompress_expand(const DecompressParams& p) {
     decompress(p);
     return;
   }
-  const int64_t steps = p.cols / kTileK, mcols = meta_cols(p.cols);
-  std::atomic<int64_t> bad{kNoError};
-  parallel_for(0, p.rows, grain_for(p.cols), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const uint16_t* v = static_cast<const uint16_t*>(p.values) + r * values_cols(p.cols);
-      const uint8_t* m = p.meta + r * mcols;
-      uint16_t* w = static_cast<uint16_t*>(p.w) + r * p.cols;
-      uint32_t invalid = 0;
-      for (int64_t s = 0; s < steps; ++s) {
-        const uint8_t* mb = m + 4 * s;
-        uint32_t word;
-        std::memcpy(&word, mb, 4);
-        invalid |= invalid_nibbles(word);
-        const __mmask32 keep = keep_mask32(mb);
-        const __m256i vals = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + 16 * s));
-        _mm512_storeu_si512(w + kTileK * s, _mm512_maskz_expand_epi16(keep, _mm512_castsi256_si512(vals)));
-      }
-      if (invalid) {  // rare: name the exact byte
-        record_bad_meta_byte(m, mcols, r, bad);
-        return;
-      }
-    }
+  expand_rows<uint16_t>(p, [](const uint16_t* v, uint32_t keep, uint16_t* w) {
+    const __m256i vals = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(v));
+    _mm512_storeu_si512(w, _mm512_maskz_expand_epi16(__mmask32(keep), _mm512_castsi256_si512(vals)));
   });
-  *p.first_bad_byte = bad.load();
 }
 
 }  // namespace

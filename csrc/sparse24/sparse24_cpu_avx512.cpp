@@ -102,32 +102,13 @@ void decompress_expand(const DecompressParams& p) {
     decompress(p);
     return;
   }
-  const int64_t steps = p.cols / kChunk, mcols = meta_cols(p.cols);
-  std::atomic<int64_t> bad{kNoError};
-  parallel_for(0, p.rows, grain_for(p.cols), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* v = static_cast<const float*>(p.values) + r * values_cols(p.cols);
-      const uint8_t* m = p.meta + r * mcols;
-      float* w = static_cast<float*>(p.w) + r * p.cols;
-      uint32_t invalid = 0;
-      for (int64_t s = 0; s < steps; ++s) {
-        uint32_t word;
-        std::memcpy(&word, m + 4 * s, 4);
-        invalid |= invalid_nibbles(word);
-        const uint32_t keep = keep_mask32(m + 4 * s);
-        const __m512 vals = _mm512_loadu_ps(v + 16 * s);
-        _mm512_storeu_ps(w + kChunk * s, _mm512_maskz_expand_ps(__mmask16(keep), vals));
-        // The high 16 positions take the 8 values the low half did not use.
-        const __m512 rest = _mm512_castps256_ps512(_mm512_extractf32x8_ps(vals, 1));
-        _mm512_storeu_ps(w + kChunk * s + 16, _mm512_maskz_expand_ps(__mmask16(keep >> 16), rest));
-      }
-      if (invalid) {
-        record_bad_meta_byte(m, mcols, r, bad);
-        return;
-      }
-    }
+  expand_rows<float>(p, [](const float* v, uint32_t keep, float* w) {
+    const __m512 vals = _mm512_loadu_ps(v);
+    _mm512_storeu_ps(w, _mm512_maskz_expand_ps(__mmask16(keep), vals));
+    // The high 16 positions take the 8 values the low half did not use.
+    const __m512 rest = _mm512_castps256_ps512(_mm512_extractf32x8_ps(vals, 1));
+    _mm512_storeu_ps(w + 16, _mm512_maskz_expand_ps(__mmask16(keep >> 16), rest));
   });
-  *p.first_bad_byte = bad.load();
 }
 
 // ---------------------------------------------------------------------------
@@ -219,7 +200,9 @@ LLMPACK_BF16 bool dot_bf16(const LinearCtx& c, int64_t row, float* acc) {
 // hold exactly) keep the fp32 path.
 void linear_bf16(const LinearParams& p) {
   if (p.dtype == DType::bf16)
-    linear_driver<uint16_t>(p, [](const LinearCtx& c, int64_t row, float* acc) { return dot_bf16(c, row, acc); });
+    linear_driver<uint16_t>(
+        p, [](const LinearCtx& c, int64_t row, float* acc) { return dot_bf16(c, row, acc); },
+        /*needs_f32_x=*/p.k % kChunk64 != 0);  // only the scalar K tail reads fp32 x
   else
     linear_dispatch<Avx512Kernel>(p);
 }

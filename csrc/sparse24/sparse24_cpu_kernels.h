@@ -82,6 +82,36 @@ inline void record_bad_meta_byte(const uint8_t* m, int64_t mcols, int64_t r, std
     }
 }
 
+// Shared driver of the SIMD unpackers (K % 32 == 0): rows are split over
+// threads; per 32-K step the metadata word is validated and turned into a
+// keep mask, and expand(values16, keep, out32) writes the step's 32 outputs
+// from its 16 kept values.
+template <class Bits, class Expand>
+void expand_rows(const DecompressParams& p, Expand expand) {
+  constexpr int64_t kStep = 32;
+  const int64_t steps = p.cols / kStep, mcols = meta_cols(p.cols);
+  std::atomic<int64_t> bad{kNoError};
+  parallel_for(0, p.rows, grain_for(p.cols), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const Bits* v = static_cast<const Bits*>(p.values) + r * values_cols(p.cols);
+      const uint8_t* m = p.meta + r * mcols;
+      Bits* w = static_cast<Bits*>(p.w) + r * p.cols;
+      uint32_t invalid = 0;
+      for (int64_t s = 0; s < steps; ++s) {
+        uint32_t word;
+        std::memcpy(&word, m + 4 * s, 4);
+        invalid |= invalid_nibbles(word);
+        expand(v + 16 * s, keep_mask32(m + 4 * s), w + kStep * s);
+      }
+      if (invalid) {  // rare: name the exact byte
+        record_bad_meta_byte(m, mcols, r, bad);
+        return;
+      }
+    }
+  });
+  *p.first_bad_byte = bad.load();
+}
+
 // One group of 4 elements as a single integer store: the two kept elements
 // shifted into their slots, zeros elsewhere. Branch-free, one store per group
 // instead of four element writes (2x faster on the memory-bound unpack).
@@ -207,11 +237,13 @@ uint32_t for_row_blocks(int64_t m, Block&& block) {
 // m dot products of weight row `row` and returns false on invalid metadata. Rows of W are split over torch's
 // threads: at decode shapes (m small) the work is streaming W once, so the
 // split is along N and each thread streams its own slice.
+// needs_f32_x = false when the kernel reads only ctx.x_raw (the bf16
+// dot-product kernel with no scalar K tail): then x is not converted at all.
 template <class T, class DotRows>
-void linear_driver(const LinearParams& p, DotRows dot_rows) {
+void linear_driver(const LinearParams& p, DotRows dot_rows, bool needs_f32_x = true) {
   std::vector<float> xbuf;
-  const float* xf = static_cast<const float*>(p.x);
-  if constexpr (sizeof(T) == 2) {
+  const float* xf = sizeof(T) == 4 ? static_cast<const float*>(p.x) : nullptr;
+  if (sizeof(T) == 2 && needs_f32_x) {
     xbuf.resize(size_t(p.m * p.k));
     const T* xs = static_cast<const T*>(p.x);
     for (int64_t i = 0; i < p.m * p.k; ++i) xbuf[i] = to_f32<T>(xs[i], p.dtype);
