@@ -9,6 +9,8 @@ set(LLMPACK_FLAGS_AVX512 ${LLMPACK_FLAGS_AVX2} -mavx512f -mavx512bw -mavx512vl -
 # Optional 5th unit, csrc/F/F_cpu_amx.cpp, for families that have one: chosen
 # only on CPUs with AMX-BF16 (+ AVX512-BF16/VBMI2) whose OS grants tile state.
 set(LLMPACK_FLAGS_AMX ${LLMPACK_FLAGS_AVX512} -mavx512bf16 -mavx512vbmi2 -mamx-tile -mamx-bf16)
+# Optional unit csrc/F/F_cpu_avx512_bf16.cpp: chosen on CPUs with AVX512_BF16.
+set(LLMPACK_FLAGS_AVX512_BF16 ${LLMPACK_FLAGS_AVX512} -mavx512bf16)
 
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
   set(LLMPACK_X86 ON)
@@ -25,6 +27,11 @@ function(llmpack_add_isa_sources target)
         PROPERTIES COMPILE_OPTIONS "${LLMPACK_FLAGS_AVX2}")
       set_source_files_properties(csrc/${fam}/${fam}_cpu_avx512.cpp
         PROPERTIES COMPILE_OPTIONS "${LLMPACK_FLAGS_AVX512}")
+      if(EXISTS "${PROJECT_SOURCE_DIR}/csrc/${fam}/${fam}_cpu_avx512_bf16.cpp")
+        target_sources(${target} PRIVATE csrc/${fam}/${fam}_cpu_avx512_bf16.cpp)
+        set_source_files_properties(csrc/${fam}/${fam}_cpu_avx512_bf16.cpp
+          PROPERTIES COMPILE_OPTIONS "${LLMPACK_FLAGS_AVX512_BF16}")
+      endif()
       if(EXISTS "${PROJECT_SOURCE_DIR}/csrc/${fam}/${fam}_cpu_amx.cpp")
         target_sources(${target} PRIVATE csrc/${fam}/${fam}_cpu_amx.cpp)
         set_source_files_properties(csrc/${fam}/${fam}_cpu_amx.cpp

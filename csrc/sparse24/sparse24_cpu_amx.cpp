@@ -26,6 +26,7 @@
 
 #define LLMPACK_ISA_NS amx
 #include "sparse24/sparse24_cpu_kernels.h"
+#include "sparse24/sparse24_cpu_avx512_common.h"
 
 namespace llmpack::sparse24 {
 extern const CpuKernels kCpuAvx512Bf16;
@@ -39,7 +40,10 @@ constexpr int kTileK = 32;     // K per A tile (16 bf16 pairs)
 constexpr int kTileM = 16;     // x rows per B / C tile
 constexpr int kMaxB = 2;       // B/C tile pairs per pass: M <= 32
 constexpr int kAhead = 3;      // A tiles unpacked ahead of their use
-constexpr int kMinM = 8;       // measured: avx512_bf16's gather kernel is faster below
+// Measured on SmolLM2-sized matrices: the gather kernels are faster below
+// (bf16: the vdpbf16ps kernel; fp16: the fp32 kernel, which at M = 8 beats
+// four tile products per step).
+constexpr int kMinMBf16 = 8, kMinMF16 = 12;
 constexpr int kRing = 4;       // A tile buffers (> kAhead)
 
 // Palette 1, all 8 tiles 16 rows x 64 B: 0,1 = C (fp32); 2,3 = A (hi, lo);
@@ -69,31 +73,30 @@ std::vector<uint32_t> x_to_tiles(const uint16_t* x, int64_t m0, int64_t mb, int6
   const int64_t steps = k / kTileK;
   const int parts = f16 ? 2 : 1;
   std::vector<uint32_t> out(size_t(steps * nb * parts * 256), 0u);
-  auto split = [](uint16_t h, uint16_t* hi, uint16_t* lo) {
-    const float v = f16_to_f32(h);
-    *hi = f32_to_bf16(v);
-    *lo = f32_to_bf16(v - bf16_to_f32(*hi));
-  };
-  for (int64_t s = 0; s < steps; ++s)
-    for (int b = 0; b < nb; ++b) {
-      uint32_t* tile = out.data() + (s * nb + b) * parts * 256;
-      for (int j = 0; j < kTileM; ++j) {
-        const int64_t row = m0 + b * kTileM + j;
-        if (row >= m0 + mb) break;
-        const uint16_t* src = x + row * k + s * kTileK;
-        for (int r = 0; r < 16; ++r) {
-          if (!f16) {
-            tile[r * 16 + j] = uint32_t(src[2 * r]) | (uint32_t(src[2 * r + 1]) << 16);
-          } else {
-            uint16_t h0, l0, h1, l1;
-            split(src[2 * r], &h0, &l0);
-            split(src[2 * r + 1], &h1, &l1);
-            tile[r * 16 + j] = uint32_t(h0) | (uint32_t(h1) << 16);
-            tile[256 + r * 16 + j] = uint32_t(l0) | (uint32_t(l1) << 16);
-          }
-        }
+  // The 32 elements of one x row and step are, read as 16 uint32, exactly the
+  // 16 pairs that go down column j of the tile: one vector load, one
+  // 16-lane scatter with a stride of one tile row (16 uint32).
+  const __m512i tile_rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                               _mm512_set1_epi32(16));
+  auto widen = [](__m256i bf) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bf), 16)); };
+  for (int64_t j = 0; j < mb; ++j) {
+    const uint16_t* src = x + (m0 + j) * k;
+    for (int64_t s = 0; s < steps; ++s) {
+      uint32_t* tile = out.data() + (s * nb + j / kTileM) * parts * 256 + j % kTileM;
+      const __m512i v = _mm512_loadu_si512(src + s * kTileK);
+      if (!f16) {
+        _mm512_i32scatter_epi32(tile, tile_rows, v, 4);
+        continue;
       }
+      const __m512 lo = _mm512_cvtph_ps(_mm512_castsi512_si256(v));
+      const __m512 hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(v, 1));
+      const __m512i h = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);  // elements 0..15 from lo, 16..31 from hi
+      const __m512 h_lo = widen(_mm512_castsi512_si256(h)), h_hi = widen(_mm512_extracti64x4_epi64(h, 1));
+      const __m512i l = (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(hi, h_hi), _mm512_sub_ps(lo, h_lo));
+      _mm512_i32scatter_epi32(tile, tile_rows, h, 4);
+      _mm512_i32scatter_epi32(tile + 256, tile_rows, l, 4);
     }
+  }
   return out;
 }
 
@@ -121,12 +124,8 @@ uint32_t keep_masks(const LinearCtx& c, int64_t n0, int64_t steps, uint32_t* mas
       const __m512i lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(v, low4));
       const __m512i hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(v, 4), low4));
       _mm512_mask_storeu_epi32(out + s0, lanes, _mm512_or_si512(lo, _mm512_slli_epi16(hi, 4)));
-      // invalid_nibbles() on 16 words at once (lanes past the end read as valid).
-      const __m512i i0 = _mm512_and_si512(v, _mm512_set1_epi32(0x33333333));
-      const __m512i i1 = _mm512_and_si512(_mm512_srli_epi32(v, 2), _mm512_set1_epi32(0x33333333));
-      const __m512i t = _mm512_sub_epi32(_mm512_sub_epi32(_mm512_or_si512(i1, _mm512_set1_epi32(0x44444444)), i0),
-                                         _mm512_set1_epi32(0x11111111));
-      bad = _mm512_mask_or_epi32(bad, lanes, bad, _mm512_andnot_si512(t, _mm512_set1_epi32(0x44444444)));
+      // Lanes past the end read as 0 and are masked out of the check.
+      bad = _mm512_mask_or_epi32(bad, lanes, bad, invalid_nibbles_x16(v));
     }
   }
   return uint32_t(_mm512_reduce_or_epi32(bad));
@@ -246,7 +245,7 @@ void pass(const LinearParams& p, const LinearCtx& c, int64_t m0, int64_t mb, std
 
 template <bool kF16>
 void linear_amx(const LinearParams& p) {
-  const LinearCtx c{nullptr, p.x, p.values, p.meta, p.m, p.n, p.k};
+  const LinearCtx c{nullptr, p.x, p.values, p.meta, p.m, p.n, p.k, false};
   std::atomic<int64_t> bad{kNoError};
   for (int64_t m0 = 0; m0 < p.m; m0 += kMaxB * kTileM) {
     const int64_t mb = std::min<int64_t>(kMaxB * kTileM, p.m - m0);
@@ -259,9 +258,9 @@ void linear_amx(const LinearParams& p) {
 }
 
 void linear(const LinearParams& p) {
-  // Below kMinM the gather kernels win: a tile always computes 16 x rows, and
+  // Below kMinM* the gather kernels win: a tile always computes 16 x rows, and
   // unpacking W costs more than gathering x for a few rows.
-  if (p.dtype == DType::f32 || p.k % kTileK != 0 || p.m < kMinM) {
+  if (p.dtype == DType::f32 || p.k % kTileK != 0 || p.m < (p.dtype == DType::bf16 ? kMinMBf16 : kMinMF16)) {
     kCpuAvx512Bf16.linear(p);
     return;
   }

@@ -52,22 +52,21 @@ struct Avx2Kernel {
       for (int u = 0; u < U; ++u) a[i][u] = _mm256_setzero_ps();
     const float* x0 = c.x + m0 * c.k;
     uint32_t invalid = 0;
-    auto step = [&](int64_t ch, int u) {
+    auto step = [&](int64_t ch, auto u) {
       const uint32_t m16 = uint32_t(mt[2 * ch]) | (uint32_t(mt[2 * ch + 1]) << 8);
       invalid |= invalid_nibbles(m16) & 0x4444u;  // upper nibbles are not ours
       const __m256i idx = chunk_indices(m16);
       const __m256 w = load8(v + 8 * ch, dt);
-      for (int i = 0; i < MB; ++i) {
+      unroll<MB>([&](auto i) {  // constant indices: accumulators stay in registers
         const float* xr = x0 + i * c.k + kChunk * ch;
         const __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xr), idx);
         const __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xr + 8), idx);
         a[i][u] = _mm256_fmadd_ps(w, _mm256_blend_ps(lo, hi, 0xF0), a[i][u]);
-      }
+      });
     };
     int64_t ch = 0;
-    for (; ch + U <= chunks; ch += U)
-      for (int u = 0; u < U; ++u) step(ch + u, u);
-    for (; ch < chunks; ++ch) step(ch, 0);
+    for (; ch + U <= chunks; ch += U) unroll<U>([&](auto u) { step(ch + u, u); });
+    for (; ch < chunks; ++ch) step(ch, std::integral_constant<int, 0>{});
     for (int i = 0; i < MB; ++i) {
       __m256 s = a[i][0];
       for (int u = 1; u < U; ++u) s = _mm256_add_ps(s, a[i][u]);
@@ -76,7 +75,8 @@ struct Avx2Kernel {
     return invalid;
   }
 
-  static bool dot(const LinearCtx& c, DType dt, int64_t row, float* acc) {
+  static constexpr int kRows = 1;
+  static bool dot(const LinearCtx& c, DType dt, int64_t row, int64_t /*nrows == 1*/, float* acc) {
     const T* v = static_cast<const T*>(c.values) + row * values_cols(c.k);
     const uint8_t* mt = c.meta + row * meta_cols(c.k);
     const uint32_t invalid = for_row_blocks(

@@ -7,7 +7,8 @@ namespace {
 
 template <class T>
 struct ScalarKernel {
-  static bool dot(const LinearCtx& c, DType dt, int64_t row, float* acc) {
+  static constexpr int kRows = 1;
+  static bool dot(const LinearCtx& c, DType dt, int64_t row, int64_t /*nrows == 1*/, float* acc) {
     return dot_rows_scalar<T>(c, dt, row, 0, c.k / kGroup, 0, c.m, acc);
   }
 };

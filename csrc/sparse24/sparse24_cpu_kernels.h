@@ -10,9 +10,11 @@
 #error "define LLMPACK_ISA_NS before including sparse24_cpu_kernels.h"
 #endif
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 #include <vector>
 
@@ -181,6 +183,9 @@ struct LinearCtx {
   const void* values;   // [n, k/2], dtype
   const uint8_t* meta;  // [n, meta_cols(k)]
   int64_t m, n, k;
+  // Software prefetch of the value stream: only when W does not fit in the
+  // caches (on a cache-resident W the prefetches are wasted load-port ops).
+  bool prefetch;
 };
 
 template <class T>
@@ -215,6 +220,16 @@ bool dot_rows_scalar(const LinearCtx& c, DType dt, int64_t row, int64_t g0, int6
   return ok;
 }
 
+// Calls f(std::integral_constant<int, i>{}) for i = 0..N-1. The SIMD kernels
+// unroll their accumulator chains with it: an accumulator array indexed by a
+// runtime counter lives on the stack (GCC keeps it there, one store-forwarding
+// round trip per FMA), a compile-time index keeps it in registers.
+template <int N, class F>
+inline void unroll(F&& f) {
+  [&]<int... I>(std::integer_sequence<int, I...>) { (f(std::integral_constant<int, I>{}), ...); }(
+      std::make_integer_sequence<int, N>{});
+}
+
 // Calls block(std::integral_constant<int, MB>, m0) over the rows of x in
 // blocks of MB = 4 and one remainder block of 1..3 (MB is a compile-time
 // constant, so each SIMD kernel keeps its MB accumulators in registers), and
@@ -233,13 +248,50 @@ uint32_t for_row_blocks(int64_t m, Block&& block) {
   return invalid;
 }
 
-// Driver shared by every ISA. DotRows(ctx, row, acc[m]) fills acc with the
-// m dot products of weight row `row` and returns false on invalid metadata. Rows of W are split over torch's
-// threads: at decode shapes (m small) the work is streaming W once, so the
-// split is along N and each thread streams its own slice.
-// needs_f32_x = false when the kernel reads only ctx.x_raw (the bf16
-// dot-product kernel with no scalar K tail): then x is not converted at all.
-template <class T, class DotRows>
+// W larger than ~1 MiB per core (half this machine class's L2) comes from
+// L3/DRAM on every call.
+inline bool streams_from_memory(const LinearParams& p) {
+  const int64_t bytes = p.n * (values_cols(p.k) * (p.dtype == DType::f32 ? 4 : 2) + meta_cols(p.k));
+  return bytes > (int64_t(1) << 20) * num_threads();
+}
+
+// True when weight row `row`'s metadata is all valid nibbles (and a padding
+// nibble is 0). The error path of the block kernels uses it to name the row.
+inline bool row_meta_valid(const LinearCtx& c, int64_t row) {
+  const int64_t groups = c.k / kGroup;
+  const uint8_t* mt = c.meta + row * meta_cols(c.k);
+  for (int64_t g = 0; g < groups; ++g)
+    if (!valid_nibble((mt[g >> 1] >> ((g & 1) * 4)) & 0xF)) return false;
+  return !(groups & 1) || (mt[groups >> 1] >> 4) == 0;
+}
+
+// Pointers to a block of up to R packed weight rows. Rows past the real
+// count alias the last real row: the kernel computes them (cheap, a block tail
+// at most once per thread) and the driver drops their results. This keeps
+// every block kernel a single compile-time shape.
+template <class T, int R>
+struct RowBlock {
+  const T* v[R];
+  const uint8_t* m[R];
+  RowBlock(const LinearCtx& c, int64_t row0, int64_t nrows) {
+    for (int r = 0; r < R; ++r) {
+      const int64_t row = row0 + (r < nrows ? r : nrows - 1);
+      v[r] = static_cast<const T*>(c.values) + row * values_cols(c.k);
+      m[r] = c.meta + row * meta_cols(c.k);
+    }
+  }
+};
+
+// Driver shared by every ISA. DotRows(ctx, row0, nrows, acc) adds to
+// acc[r * m + i] the dot products of weight rows row0 + r (r < nrows <=
+// kRows) with x rows i, and returns false on invalid metadata in any of
+// those rows. Blocks of kRows weight rows share each x load and amortise the
+// per-row horizontal reductions; at decode shapes (m small) the work is
+// streaming W once, so blocks are split over torch's threads along N and each
+// thread streams its own slice. needs_f32_x = false when the kernel reads only
+// ctx.x_raw (the bf16 dot-product kernel with no scalar K tail): then x is not
+// converted at all.
+template <class T, int kRows, class DotRows>
 void linear_driver(const LinearParams& p, DotRows dot_rows, bool needs_f32_x = true) {
   std::vector<float> xbuf;
   const float* xf = sizeof(T) == 4 ? static_cast<const float*>(p.x) : nullptr;
@@ -249,47 +301,53 @@ void linear_driver(const LinearParams& p, DotRows dot_rows, bool needs_f32_x = t
     for (int64_t i = 0; i < p.m * p.k; ++i) xbuf[i] = to_f32<T>(xs[i], p.dtype);
     xf = xbuf.data();
   }
-  const LinearCtx c{xf, p.x, p.values, p.meta, p.m, p.n, p.k};
+  const LinearCtx c{xf, p.x, p.values, p.meta, p.m, p.n, p.k, streams_from_memory(p)};
   const T* bias = static_cast<const T*>(p.bias);
   T* y = static_cast<T*>(p.y);
   std::atomic<int64_t> bad{kNoError};
-  // Each row costs k/2 weights times m; aim for >= ~64 Ki MACs per task.
-  parallel_for(0, p.n, grain_for(p.k / 2 * p.m, 1 << 16), [&](int64_t n0, int64_t n1) {
-    std::vector<float> acc(size_t(p.m));
-    for (int64_t row = n0; row < n1; ++row) {
+  const int64_t blocks = (p.n + kRows - 1) / kRows;
+  // Each block costs kRows * k/2 weights times m; aim for >= ~64 Ki MACs per task.
+  parallel_for(0, blocks, grain_for(kRows * p.k / 2 * p.m, 1 << 14), [&](int64_t b0, int64_t b1) {
+    std::vector<float> acc(size_t(p.m * kRows));
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t row0 = b * kRows, nrows = std::min<int64_t>(kRows, p.n - row0);
       for (auto& a : acc) a = 0.f;
-      if (!dot_rows(c, row, acc.data())) {
-        record_min(bad, row);
+      if (!dot_rows(c, row0, nrows, acc.data())) {
+        int64_t r = 0;  // name the first bad row (the block's last if none shows: never silent)
+        while (r + 1 < nrows && row_meta_valid(c, row0 + r)) ++r;
+        record_min(bad, row0 + r);
         return;
       }
-      const float b = bias ? to_f32<T>(bias[row], p.dtype) : 0.f;
-      for (int64_t i = 0; i < p.m; ++i) {
-        const float r = acc[i] + b;
-        if constexpr (sizeof(T) == 4)
-          y[i * p.n + row] = r;
-        else
-          y[i * p.n + row] = p.dtype == DType::bf16 ? f32_to_bf16(r) : f32_to_f16(r);
+      for (int64_t r = 0; r < nrows; ++r) {
+        const int64_t row = row0 + r;
+        const float bv = bias ? to_f32<T>(bias[row], p.dtype) : 0.f;
+        for (int64_t i = 0; i < p.m; ++i) {
+          const float v = acc[r * p.m + i] + bv;
+          if constexpr (sizeof(T) == 4)
+            y[i * p.n + row] = v;
+          else
+            y[i * p.n + row] = p.dtype == DType::bf16 ? f32_to_bf16(v) : f32_to_f16(v);
+        }
       }
     }
   });
   *p.first_bad_row = bad.load();
 }
 
-// Dispatch on the element type: bool Kernel<T>::dot(ctx, dtype, row, acc).
+// Dispatch on the element type: Kernel<T>::kRows and
+// bool Kernel<T>::dot(ctx, dtype, row0, nrows, acc), as DotRows above.
 template <template <class> class Kernel>
 void linear_dispatch(const LinearParams& p) {
+  auto run = [&](auto tag, DType dt) {
+    using T = decltype(tag);
+    linear_driver<T, Kernel<T>::kRows>(p, [dt](const LinearCtx& c, int64_t row0, int64_t nrows, float* acc) {
+      return Kernel<T>::dot(c, dt, row0, nrows, acc);
+    });
+  };
   if (p.dtype == DType::f32)
-    linear_driver<float>(p, [](const LinearCtx& c, int64_t row, float* acc) {
-      return Kernel<float>::dot(c, DType::f32, row, acc);
-    });
-  else if (p.dtype == DType::bf16)
-    linear_driver<uint16_t>(p, [](const LinearCtx& c, int64_t row, float* acc) {
-      return Kernel<uint16_t>::dot(c, DType::bf16, row, acc);
-    });
+    run(float{}, DType::f32);
   else
-    linear_driver<uint16_t>(p, [](const LinearCtx& c, int64_t row, float* acc) {
-      return Kernel<uint16_t>::dot(c, DType::f16, row, acc);
-    });
+    run(uint16_t{}, p.dtype);
 }
 
 }  // namespace

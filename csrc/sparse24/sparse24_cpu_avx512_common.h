@@ -1,0 +1,68 @@
+// AVX-512 helpers shared by the avx512, avx512_bf16 and amx units. Each unit
+// defines LLMPACK_ISA_NS, includes sparse24_cpu_kernels.h, then this file, and
+// compiles it with its own flags (anonymous namespace on purpose: no COMDAT
+// sharing between ISA units).
+#pragma once
+#ifndef LLMPACK_ISA_NS
+#error "include sparse24_cpu_kernels.h (with LLMPACK_ISA_NS) first"
+#endif
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+
+namespace llmpack::sparse24::LLMPACK_ISA_NS {
+namespace {
+
+constexpr int kBlockRows = 4;  // weight rows per block of the gather kernels
+
+// vpternlogd immediate for (A & B) | C: masks a 2-bit metadata field and ORs
+// in its group base (whose two low bits are clear) in one op.
+constexpr int kAndOr = 0xEA;
+
+// Metadata validation: invalid_nibbles() (sparse24.h) on 16 words per vector.
+// The block kernels validate a row's whole metadata in one pass of a few
+// vector ops per 64 bytes instead of ~7 scalar ops per word in the inner loop.
+
+// Bit 2 of every invalid nibble of the 16 words in v (0 = all valid).
+inline __m512i invalid_nibbles_x16(__m512i v) {
+  const __m512i i0 = _mm512_and_si512(v, _mm512_set1_epi32(0x33333333));
+  const __m512i i1 = _mm512_and_si512(_mm512_srli_epi32(v, 2), _mm512_set1_epi32(0x33333333));
+  const __m512i t = _mm512_sub_epi32(_mm512_sub_epi32(_mm512_or_si512(i1, _mm512_set1_epi32(0x44444444)), i0),
+                                     _mm512_set1_epi32(0x11111111));
+  return _mm512_andnot_si512(t, _mm512_set1_epi32(0x44444444));
+}
+
+// Nonzero when any of the `words` 32-bit metadata words at m is invalid.
+inline uint32_t invalid_meta_words(const uint8_t* m, int64_t words) {
+  __m512i bad = _mm512_setzero_si512();
+  for (int64_t w0 = 0; w0 < words; w0 += 16) {
+    const __mmask16 lanes = __mmask16((1u << std::min<int64_t>(16, words - w0)) - 1);
+    // Lanes past the end read as 0 (an invalid word) and are masked out.
+    bad = _mm512_mask_or_epi32(bad, lanes, bad, invalid_nibbles_x16(_mm512_maskz_loadu_epi32(lanes, m + 4 * w0)));
+  }
+  return uint32_t(_mm512_reduce_or_epi32(bad));
+}
+
+// One block of up to kBlockRows weight rows for the gather kernels:
+// validates the metadata of the full chunks (chunk_k K-positions each) in one
+// vector pass, runs the SIMD blocks (run_blocks(rb)), then the scalar K tail
+// (which validates its own groups and the padding nibble).
+template <class T, class Block>
+bool dot_block(const LinearCtx& c, DType dt, int64_t row0, int64_t nrows, float* acc, int chunk_k,
+               Block&& run_blocks) {
+  const RowBlock<T, kBlockRows> rb(c, row0, nrows);
+  const int64_t words = c.k / chunk_k * (chunk_k / 32);
+  uint32_t invalid = 0;
+  for (int r = 0; r < kBlockRows; ++r) invalid |= invalid_meta_words(rb.m[r], words);
+  run_blocks(rb);
+  bool tail_ok = true;
+  const int64_t g_done = c.k / chunk_k * (chunk_k / kGroup);
+  for (int64_t r = 0; r < nrows; ++r)
+    tail_ok &= dot_rows_scalar<T>(c, dt, row0 + r, g_done, c.k / kGroup, 0, c.m, acc + r * c.m);
+  return tail_ok && invalid == 0;
+}
+
+}  // namespace
+}  // namespace llmpack::sparse24::LLMPACK_ISA_NS
