@@ -100,10 +100,14 @@ def test_bad_input():
         llmpack.sparse24_linear(torch.randn(40, 16), v, bad)  # dense path validates meta
 
 
-@pytest.mark.parametrize("k,row,byte", [(64, 3, 5), (36, 0, 4), (12, 2, 1)])
-def test_corrupted_meta_is_an_error_on_the_streaming_path(isa, k, row, byte):
-    W, v, meta = packed(5, k, torch.bfloat16)
+# Rows at every position of a 4-row kernel block (and the ragged last block),
+# bytes in full SIMD chunks and in the scalar K tail, each kernel family (M).
+@pytest.mark.parametrize("k,row,byte", [(64, 3, 5), (36, 0, 4), (12, 2, 1), (576, 6, 70), (576, 1, 0), (128, 8, 15)])
+@pytest.mark.parametrize("m", [1, 5, 16])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float16])
+def test_corrupted_meta_is_an_error_on_the_streaming_path(isa, k, row, byte, m, dtype):
+    W, v, meta = packed(9, k, dtype)
     bad = meta.clone()
     bad[row, byte] = bad[row, byte] & 0x0F | 0xF0  # high nibble (3, 3): invalid, or a nonzero padding nibble
-    with pytest.raises(RuntimeError, match=rf"corrupted meta in weight row {row}"):
-        llmpack.sparse24_linear(torch.randn(1, k).to(torch.bfloat16), v, bad)
+    with pytest.raises(RuntimeError, match=rf"corrupted meta in weight row {row}\b"):
+        llmpack.sparse24_linear(torch.randn(m, k).to(dtype), v, bad)
