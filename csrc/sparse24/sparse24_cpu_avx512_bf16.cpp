@@ -51,8 +51,8 @@ inline __m512i chunk64_indices(const uint8_t* meta8) {
 }
 
 // R weight rows (from rb, starting at r0) x MB rows of x, as the fp32 block.
-template <int MB, int R>
-void block_bf16(const LinearCtx& c, const RowBlock<uint16_t, kBlockRows>& rb, int r0, int64_t m0,
+template <int MB, int R, bool kPrefetch>
+[[gnu::noinline]] void block_bf16(const LinearCtx& c, const RowBlock<uint16_t, kBlockRows>& rb, int r0, int64_t m0,
                              float* acc) {
   constexpr int U = MB == 1 ? 2 : 1;
   const int64_t chunks = c.k / kChunk64;
@@ -71,7 +71,13 @@ void block_bf16(const LinearCtx& c, const RowBlock<uint16_t, kBlockRows>& rb, in
       const uint16_t* v = rb.v[r0 + r];
       // Ahead of the hardware streamer: a single core otherwise leaves L3/DRAM
       // bandwidth unused at decode shapes (few misses in flight).
-      if (c.prefetch) _mm_prefetch(reinterpret_cast<const char*>(v + 32 * (ch + kPrefetchChunks)), _MM_HINT_T0);
+      // Compile-time at MB = 1, a run-time branch at MB >= 2: see the fp32
+      // block in sparse24_cpu_avx512.cpp (it keeps x in registers).
+      if constexpr (MB == 1) {
+        if constexpr (kPrefetch) _mm_prefetch(reinterpret_cast<const char*>(v + 32 * (ch + kPrefetchChunks)), _MM_HINT_T0);
+      } else if (c.prefetch) {
+        _mm_prefetch(reinterpret_cast<const char*>(v + 32 * (ch + kPrefetchChunks)), _MM_HINT_T0);
+      }
       const __m512i idx = chunk64_indices(rb.m[r0 + r] + 8 * ch);
       const __m512i w = _mm512_loadu_si512(v + 32 * ch);
       unroll<MB>([&](auto i) {
@@ -90,20 +96,24 @@ void block_bf16(const LinearCtx& c, const RowBlock<uint16_t, kBlockRows>& rb, in
     }
 }
 
+template <bool kPrefetch>
+void blocks_bf16(const LinearCtx& c, const RowBlock<uint16_t, kBlockRows>& rb, float* acc) {
+  for_row_blocks(c.m, [&](auto mb, int64_t m0) {
+    constexpr int MB = decltype(mb)::value;
+    if constexpr (MB <= 2) {
+      block_bf16<MB, 4, kPrefetch>(c, rb, 0, m0, acc);
+    } else {  // register budget: 2 weight rows at a time
+      block_bf16<MB, 2, kPrefetch>(c, rb, 0, m0, acc);
+      block_bf16<MB, 2, kPrefetch>(c, rb, 2, m0, acc);
+    }
+    return 0u;
+  });
+}
+
 bool dot_bf16(const LinearCtx& c, int64_t row0, int64_t nrows, float* acc) {
-  return dot_block<uint16_t>(c, DType::bf16, row0, nrows, acc, kChunk64,
-                             [&](const RowBlock<uint16_t, kBlockRows>& rb) {
-                               for_row_blocks(c.m, [&](auto mb, int64_t m0) {
-                                 constexpr int MB = decltype(mb)::value;
-                                 if constexpr (MB <= 2) {
-                                   block_bf16<MB, 4>(c, rb, 0, m0, acc);
-                                 } else {
-                                   block_bf16<MB, 2>(c, rb, 0, m0, acc);
-                                   block_bf16<MB, 2>(c, rb, 2, m0, acc);
-                                 }
-                                 return 0u;
-                               });
-                             });
+  return dot_block<uint16_t>(c, DType::bf16, row0, nrows, acc, kChunk64, [&](const RowBlock<uint16_t, kBlockRows>& rb) {
+    c.prefetch ? blocks_bf16<true>(c, rb, acc) : blocks_bf16<false>(c, rb, acc);
+  });
 }
 
 // bf16 takes the dot-product path; fp32 and fp16 (whose values bf16 cannot

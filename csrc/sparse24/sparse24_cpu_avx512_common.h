@@ -34,15 +34,15 @@ inline __m512i invalid_nibbles_x16(__m512i v) {
   return _mm512_andnot_si512(t, _mm512_set1_epi32(0x44444444));
 }
 
-// Nonzero when any of the `words` 32-bit metadata words at m is invalid.
-inline uint32_t invalid_meta_words(const uint8_t* m, int64_t words) {
-  __m512i bad = _mm512_setzero_si512();
+// ORs into `bad` the invalid-nibble bits of the `words` 32-bit metadata
+// words at m (one horizontal test per row block, not per row).
+inline __m512i or_invalid_meta_words(__m512i bad, const uint8_t* m, int64_t words) {
   for (int64_t w0 = 0; w0 < words; w0 += 16) {
     const __mmask16 lanes = __mmask16((1u << std::min<int64_t>(16, words - w0)) - 1);
     // Lanes past the end read as 0 (an invalid word) and are masked out.
     bad = _mm512_mask_or_epi32(bad, lanes, bad, invalid_nibbles_x16(_mm512_maskz_loadu_epi32(lanes, m + 4 * w0)));
   }
-  return uint32_t(_mm512_reduce_or_epi32(bad));
+  return bad;
 }
 
 // One block of up to kBlockRows weight rows for the gather kernels:
@@ -54,14 +54,15 @@ bool dot_block(const LinearCtx& c, DType dt, int64_t row0, int64_t nrows, float*
                Block&& run_blocks) {
   const RowBlock<T, kBlockRows> rb(c, row0, nrows);
   const int64_t words = c.k / chunk_k * (chunk_k / 32);
-  uint32_t invalid = 0;
-  for (int r = 0; r < kBlockRows; ++r) invalid |= invalid_meta_words(rb.m[r], words);
+  __m512i bad = _mm512_setzero_si512();
+  for (int r = 0; r < kBlockRows; ++r) bad = or_invalid_meta_words(bad, rb.m[r], words);
   run_blocks(rb);
   bool tail_ok = true;
   const int64_t g_done = c.k / chunk_k * (chunk_k / kGroup);
-  for (int64_t r = 0; r < nrows; ++r)
-    tail_ok &= dot_rows_scalar<T>(c, dt, row0 + r, g_done, c.k / kGroup, 0, c.m, acc + r * c.m);
-  return tail_ok && invalid == 0;
+  if (g_done < c.k / kGroup)  // K % chunk_k != 0 (otherwise no tail and no padding nibble)
+    for (int64_t r = 0; r < nrows; ++r)
+      tail_ok &= dot_rows_scalar<T>(c, dt, row0 + r, g_done, c.k / kGroup, 0, c.m, acc + r * c.m);
+  return tail_ok && _mm512_test_epi32_mask(bad, bad) == 0;
 }
 
 }  // namespace
