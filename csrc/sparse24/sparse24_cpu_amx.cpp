@@ -230,13 +230,21 @@ void pass(const LinearParams& p, const LinearCtx& c, int64_t m0, int64_t mb, std
       }
       _tile_stored(0, c_out[0], 64);
       if constexpr (NB == 2) _tile_stored(1, c_out[1], 64);
+      // C row r holds weight row n0 + r against x rows j: add the bias and
+      // round 16 at a time (vector RNE conversions; per-element scalar
+      // rounding cost more than the tile products at K = 576), then store
+      // each to y[j, n0 + r].
+      alignas(64) uint16_t out16[kMaxB * kTileM];
       for (int r = 0; r < kTileRows && n0 + r < p.n; ++r) {
         const int64_t n = n0 + r;
-        const float b = !bias ? 0.f : kF16 ? f16_to_f32(bias[n]) : bf16_to_f32(bias[n]);
-        for (int64_t j = 0; j < mb; ++j) {
-          const float v = c_out[j / kTileM][r * kTileM + j % kTileM] + b;
-          y[(m0 + j) * p.n + n] = kF16 ? f32_to_f16(v) : f32_to_bf16(v);
+        const __m512 b = _mm512_set1_ps(!bias ? 0.f : kF16 ? f16_to_f32(bias[n]) : bf16_to_f32(bias[n]));
+        for (int t = 0; t < NB; ++t) {
+          const __m512 v = _mm512_add_ps(_mm512_load_ps(c_out[t] + r * kTileM), b);
+          const __m256i h = kF16 ? _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+                                 : (__m256i)_mm512_cvtneps_pbh(v);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(out16 + t * kTileM), h);
         }
+        for (int64_t j = 0; j < mb; ++j) y[(m0 + j) * p.n + n] = out16[j];
       }
     }
     _tile_release();
