@@ -25,7 +25,7 @@ namespace llmpack::sparse24::avx512_bf16 {
 namespace {
 
 constexpr int kChunk64 = 64;
-constexpr int kPrefetchChunks = 16;  // 1 KiB of values ahead
+constexpr int kPrefetchChunks = 8;  // 512 B of values ahead per row (x4 rows); measured best of 4..64
 
 alignas(64) constexpr uint16_t kWordShift[32] = {0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6,
                                                  0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6};
