@@ -91,12 +91,7 @@ struct Avx512Kernel {
     int64_t ch = 0;
     for (; ch + U <= chunks; ch += U) unroll<U>([&](auto u) { step(ch + u, u); });
     for (; ch < chunks; ++ch) step(ch, std::integral_constant<int, 0>{});
-    for (int r = 0; r < R; ++r)
-      for (int i = 0; i < MB; ++i) {
-        __m512 s = a[r][i][0];
-        for (int u = 1; u < U; ++u) s = _mm512_add_ps(s, a[r][i][u]);
-        acc[(r0 + r) * c.m + m0 + i] += _mm512_reduce_add_ps(s);
-      }
+    add_block_sums(a, acc, r0, c.m, m0);
   }
 
   template <bool kPrefetch, bool kBf16>

@@ -21,6 +21,34 @@ constexpr int kBlockRows = 4;  // weight rows per block of the gather kernels
 // in its group base (whose two low bits are clear) in one op.
 constexpr int kAndOr = 0xEA;
 
+// Horizontal sums of four vectors at once: {sum(a), sum(b), sum(c), sum(d)}.
+// ~13 ops for four rows instead of ~8 (half of them shuffles) per row.
+inline __m128 reduce_add4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));  // a0+a2 b0+b2 a1+a3 b1+b3
+  const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+  const __m512 s = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, 0x44), _mm512_shuffle_ps(ab, cd, 0xEE));  // a b c d per lane
+  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(s), _mm512_extractf32x8_ps(s, 1));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+// Epilogue of a block kernel: acc[(r0 + r) * m + m0 + i] += sum of the U
+// partial accumulators a[r][i][*] of weight row r and x row i.
+template <int R, int MB, int U>
+inline void add_block_sums(__m512 (&a)[R][MB][U], float* acc, int r0, int64_t m, int64_t m0) {
+  for (int r = 0; r < R; ++r)
+    for (int i = 0; i < MB; ++i)
+      for (int u = 1; u < U; ++u) a[r][i][0] = _mm512_add_ps(a[r][i][0], a[r][i][u]);
+  for (int i = 0; i < MB; ++i) {
+    if constexpr (R == 4) {
+      alignas(16) float s[4];
+      _mm_store_ps(s, reduce_add4(a[0][i][0], a[1][i][0], a[2][i][0], a[3][i][0]));
+      for (int r = 0; r < 4; ++r) acc[(r0 + r) * m + m0 + i] += s[r];
+    } else {
+      for (int r = 0; r < R; ++r) acc[(r0 + r) * m + m0 + i] += _mm512_reduce_add_ps(a[r][i][0]);
+    }
+  }
+}
+
 // Metadata validation: invalid_nibbles() (sparse24.h) on 16 words per vector.
 // The block kernels validate a row's whole metadata in one pass of a few
 // vector ops per 64 bytes instead of ~7 scalar ops per word in the inner loop.
