@@ -42,6 +42,27 @@ def timeit(fn: Callable[[], object], warmup: int = 3, repeats: int = 15, min_tim
     return Timing(statistics.median(samples), min(samples), max(samples))
 
 
+def timeit_interleaved(fns: list[Callable[[], object]], rounds: int = 5, min_time_s: float = 0.3) -> list[Timing]:
+    """Timings of several functions measured in alternating rounds (A, B, C,
+    A, B, C, ...), each round at least ``min_time_s / rounds`` per function.
+    A kernel and its baselines then see the same machine state: on a shared
+    VM a slow spell hits all of them instead of skewing one speed-up."""
+    samples: list[list[float]] = [[] for _ in fns]
+    for fn in fns:
+        for _ in range(3):
+            fn()
+    for _ in range(rounds):
+        for fn, out in zip(fns, samples):
+            t_start = time.perf_counter()
+            n = 0
+            while n < 3 or (time.perf_counter() - t_start < min_time_s / rounds and n < 2_000):
+                t0 = time.perf_counter()
+                fn()
+                out.append(time.perf_counter() - t0)
+                n += 1
+    return [Timing(statistics.median(s), min(s), max(s)) for s in samples]
+
+
 def _machine_key() -> str:
     return f"{platform.node()}|{platform.processor() or platform.machine()}|threads={torch.get_num_threads()}"
 

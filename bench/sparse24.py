@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import Table, timeit  # noqa: E402
+from _harness import Table, timeit_interleaved  # noqa: E402
 
 import llmpack  # noqa: E402
 
@@ -54,11 +54,16 @@ def main():
             es = W.element_size()
             for m in ms:
                 x = torch.randn(m, k, dtype=dtype)
-                t = timeit(lambda: llmpack.sparse24_linear(x, v, meta))
-                t_same = timeit(lambda: F.linear(x, W))
                 xf, xb = x.float(), x.bfloat16()
-                t_f32 = t_same if dtype == torch.float32 else timeit(lambda: F.linear(xf, Wf))
-                t_b16 = t_same if dtype == torch.bfloat16 else timeit(lambda: F.linear(xb, Wb))
+                fns = {"sparse": lambda: llmpack.sparse24_linear(x, v, meta), "same": lambda: F.linear(x, W)}
+                if dtype != torch.float32:
+                    fns["f32"] = lambda: F.linear(xf, Wf)
+                if dtype != torch.bfloat16:
+                    fns["b16"] = lambda: F.linear(xb, Wb)
+                res = dict(zip(fns, timeit_interleaved(list(fns.values()))))
+                t, t_same = res["sparse"], res["same"]
+                t_f32 = res.get("f32", t_same)
+                t_b16 = res.get("b16", t_same)
                 best = min(t_f32, t_b16, key=lambda r: r.median_s)
                 bytes_moved = v.numel() * es + meta.numel() + (m * k + m * n) * es
                 flops = 2 * m * n * k / 2

@@ -279,7 +279,11 @@ void linear(const LinearParams& p) {
 }
 
 void decompress_expand(const DecompressParams& p) {
-  if (p.elem_bytes != 2 || p.cols % kTileK != 0) {
+  if (p.elem_bytes == 4) {  // the avx512 level's vexpandps unpack
+    kCpuAvx512Bf16.decompress(p);
+    return;
+  }
+  if (p.cols % kTileK != 0) {
     decompress(p);
     return;
   }
