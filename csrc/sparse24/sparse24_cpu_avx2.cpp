@@ -1,10 +1,20 @@
 // 2:4 CPU kernels, AVX2 build (AVX2 + FMA + F16C; flags: cmake/LlmpackIsa.cmake).
 //
 // Linear inner loop, per chunk of 16 K-positions (4 groups, 8 kept values,
-// 2 metadata bytes): values 0..3 come from x[16c .. 16c+7] and values 4..7
-// from x[16c+8 .. 16c+15], so two in-lane-agnostic vpermps (one per half of
-// x) and one blend gather the 8 x entries; then one FMA per 8 MACs.
+// 2 metadata bytes). x is re-laid out once per call so that each chunk's 16
+// floats are stored as A = [x0..3 | x8..11] and B = [x4..7 | x12..15]: group g
+// of the chunk then fills one 128-bit lane (groups 0, 2 in A; 1, 3 in B), and
+// value j's partner x[4g + i_j] is picked by vpermilps, an in-lane permute that
+// reads only the low 2 bits of each index, so the index is the metadata word
+// shifted by 2j and nothing else (no mask, no group base). Per 8 MACs: one
+// variable shift, two vpermilps, one blend, one FMA; the two permutes share
+// the one shuffle port, which bounds the loop (2 cycles per 8 MACs), so
+// nothing else may go there: metadata is validated in a vector pre-pass, not
+// with scalar ops in the loop. Blocks of up to 4 weight rows share each x
+// load and keep 8 FMA chains in flight at M = 1.
 #include <immintrin.h>
+
+#include <vector>
 
 #define LLMPACK_ISA_NS avx2
 #include "sparse24/sparse24_cpu_kernels.h"
@@ -12,24 +22,44 @@
 namespace llmpack::sparse24::avx2 {
 namespace {
 
-constexpr int kChunk = 16;
+constexpr int kChunk = 16;     // K-positions per vector step
+constexpr int kBlockRows = 4;  // weight rows per block
 
-inline __m256i chunk_indices(uint32_t meta16) {
-  const __m256i shifts = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
-  // Group base within its 8-wide half of x.
-  const __m256i base = _mm256_setr_epi32(0, 0, 4, 4, 0, 0, 4, 4);
-  const __m256i pos = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int(meta16)), shifts),
-                                       _mm256_set1_epi32(3));
-  return _mm256_add_epi32(pos, base);
+// x [m, k] (fp32 or converted) -> the A/B layout above for every full chunk;
+// the K tail (k % 16) is left as is at the end of each row.
+std::vector<float> relayout_x(const LinearParams& p) {
+  std::vector<float> out(size_t(p.m * p.k));
+  const int64_t full = p.k / kChunk * kChunk;
+  for (int64_t i = 0; i < p.m; ++i) {
+    float* dst = out.data() + i * p.k;
+    for (int64_t j = 0; j < p.k; ++j) {
+      float v;
+      if (p.dtype == DType::f32)
+        v = static_cast<const float*>(p.x)[i * p.k + j];
+      else {
+        const uint16_t h = static_cast<const uint16_t*>(p.x)[i * p.k + j];
+        v = p.dtype == DType::bf16 ? bf16_to_f32(h) : f16_to_f32(h);
+      }
+      if (j >= full) {
+        dst[j] = v;
+        continue;
+      }
+      // Position q in the chunk, group g = q / 4: A holds groups 0, 2 (at
+      // 0..3, 4..7), B holds groups 1, 3 (at 8..11, 12..15).
+      const int64_t c = j / kChunk, q = j % kChunk, g = q / 4;
+      dst[c * kChunk + (g & 1) * 8 + (g >> 1) * 4 + q % 4] = v;
+    }
+  }
+  return out;
 }
 
-template <class T>
-inline __m256 load8(const T* v, DType dt) {
+template <class T, bool kBf16>
+inline __m256 load8(const T* v) {
   if constexpr (sizeof(T) == 4) {
     return _mm256_loadu_ps(v);
   } else {
     const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(v));
-    if (dt == DType::bf16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    if constexpr (kBf16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
     return _mm256_cvtph_ps(h);
   }
 }
@@ -41,53 +71,142 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+// Nonzero when a metadata nibble of the first `bytes` bytes at m is invalid
+// (invalid_nibbles(), sparse24.h, on 8 words per vector; the < 4 leftover
+// bytes one word at a time with the high bytes forced valid).
+inline uint32_t invalid_meta_bytes(const uint8_t* m, int64_t bytes) {
+  const __m256i c33 = _mm256_set1_epi32(0x33333333), c44 = _mm256_set1_epi32(0x44444444),
+                c11 = _mm256_set1_epi32(0x11111111);
+  __m256i bad = _mm256_setzero_si256();
+  int64_t b = 0;
+  for (; b + 32 <= bytes; b += 32) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(m + b));
+    const __m256i i0 = _mm256_and_si256(v, c33), i1 = _mm256_and_si256(_mm256_srli_epi32(v, 2), c33);
+    bad = _mm256_or_si256(
+        bad, _mm256_andnot_si256(_mm256_sub_epi32(_mm256_sub_epi32(_mm256_or_si256(i1, c44), i0), c11), c44));
+  }
+  uint32_t bad_tail = 0;
+  for (; b < bytes; b += 4) {
+    uint32_t w = 0x44444444u;  // valid filler for bytes past the end
+    std::memcpy(&w, m + b, size_t(std::min<int64_t>(4, bytes - b)));
+    bad_tail |= invalid_nibbles(w);
+  }
+  return bad_tail | uint32_t(!_mm256_testz_si256(bad, bad));
+}
+
 template <class T>
 struct Avx2Kernel {
-  template <int MB>
-  static uint32_t block(const LinearCtx& c, DType dt, const T* v, const uint8_t* mt, int64_t m0, float* acc) {
-    constexpr int U = MB == 1 ? 4 : 2;  // >= 4 independent FMA/dot chains in flight
-    const int64_t chunks = c.k / kChunk;
-    __m256 a[MB][U];
-    for (int i = 0; i < MB; ++i)
-      for (int u = 0; u < U; ++u) a[i][u] = _mm256_setzero_ps();
-    const float* x0 = c.x + m0 * c.k;
-    uint32_t invalid = 0;
-    auto step = [&](int64_t ch, auto u) {
-      const uint32_t m16 = uint32_t(mt[2 * ch]) | (uint32_t(mt[2 * ch + 1]) << 8);
-      invalid |= invalid_nibbles(m16) & 0x4444u;  // upper nibbles are not ours
-      const __m256i idx = chunk_indices(m16);
-      const __m256 w = load8(v + 8 * ch, dt);
-      unroll<MB>([&](auto i) {  // constant indices: accumulators stay in registers
-        const float* xr = x0 + i * c.k + kChunk * ch;
-        const __m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xr), idx);
-        const __m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xr + 8), idx);
-        a[i][u] = _mm256_fmadd_ps(w, _mm256_blend_ps(lo, hi, 0xF0), a[i][u]);
+  static constexpr int kRows = kBlockRows;
+
+  // R weight rows (from rb, starting at r0) x MB rows of x; U chains per pair
+  // hide FMA latency at MB = 1. Compile-time indices keep the accumulators in
+  // registers; noinline keeps GCC scalarising them (see the avx512 unit).
+  template <int MB, int R, bool kBf16>
+  [[gnu::noinline]] static void block(const LinearCtx& c, const RowBlock<T, kBlockRows>& rb, int r0, int64_t m0,
+                                      float* acc) {
+    constexpr int U = MB == 1 ? 2 : 1;
+    const int64_t chunks = c.k / kChunk, k = c.k;
+    __m256 a[R][MB][U];
+    for (int r = 0; r < R; ++r)
+      for (int i = 0; i < MB; ++i)
+        for (int u = 0; u < U; ++u) a[r][i][u] = _mm256_setzero_ps();
+    const float* x0 = c.x + m0 * k;
+    // Index of value j = the chunk's metadata shifted right by 2j (vpermilps
+    // ignores the bits above). A pair of chunks shares one 32-bit metadata
+    // word, broadcast straight from memory (a load; broadcasting from a
+    // register would take the shuffle port twice): the second chunk of the
+    // pair shifts 16 further. A last unpaired chunk loads its 16 bits alone.
+    const __m256i shifts0 = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+    const __m256i shifts1 = _mm256_add_epi32(shifts0, _mm256_set1_epi32(16));
+    auto step = [&](int64_t ch, auto u, auto half, auto paired) {  // u: FMA chain; half: chunk's place in its pair
+      __m256 xa[MB], xb[MB];
+      unroll<MB>([&](auto i) {
+        xa[i] = _mm256_loadu_ps(x0 + i * k + kChunk * ch);
+        xb[i] = _mm256_loadu_ps(x0 + i * k + kChunk * ch + 8);
+      });
+      unroll<R>([&](auto r) {
+        __m256i idx;
+        if constexpr (decltype(paired)::value) {
+          const uint8_t* pair_word = rb.m[r0 + r] + 2 * (ch - half);
+          const __m256i word = _mm256_castps_si256(_mm256_broadcast_ss(reinterpret_cast<const float*>(pair_word)));
+          idx = _mm256_srlv_epi32(word, half == 0 ? shifts0 : shifts1);
+        } else {
+          uint16_t m16;
+          std::memcpy(&m16, rb.m[r0 + r] + 2 * ch, 2);
+          idx = _mm256_srlv_epi32(_mm256_set1_epi32(m16), shifts0);
+        }
+        const __m256 w = load8<T, kBf16>(rb.v[r0 + r] + 8 * ch);
+        unroll<MB>([&](auto i) {
+          const __m256 g = _mm256_blend_ps(_mm256_permutevar_ps(xa[i], idx), _mm256_permutevar_ps(xb[i], idx), 0xCC);
+          a[r][i][u] = _mm256_fmadd_ps(w, g, a[r][i][u]);
+        });
       });
     };
+    using Paired = std::integral_constant<bool, true>;
+    using Single = std::integral_constant<bool, false>;
     int64_t ch = 0;
-    for (; ch + U <= chunks; ch += U) unroll<U>([&](auto u) { step(ch + u, u); });
-    for (; ch < chunks; ++ch) step(ch, std::integral_constant<int, 0>{});
-    for (int i = 0; i < MB; ++i) {
-      __m256 s = a[i][0];
-      for (int u = 1; u < U; ++u) s = _mm256_add_ps(s, a[i][u]);
-      acc[m0 + i] += hsum(s);
-    }
-    return invalid;
+    for (; ch + 2 <= chunks; ch += 2)
+      unroll<2>([&](auto half) { step(ch + half, std::integral_constant<int, half % U>{}, half, Paired{}); });
+    if (ch < chunks) step(ch, std::integral_constant<int, 0>{}, std::integral_constant<int, 0>{}, Single{});
+    for (int r = 0; r < R; ++r)
+      for (int i = 0; i < MB; ++i) {
+        __m256 s = a[r][i][0];
+        for (int u = 1; u < U; ++u) s = _mm256_add_ps(s, a[r][i][u]);
+        acc[(r0 + r) * c.m + m0 + i] += hsum(s);
+      }
   }
 
-  static constexpr int kRows = 1;
-  static bool dot(const LinearCtx& c, DType dt, int64_t row, int64_t /*nrows == 1*/, float* acc) {
-    const T* v = static_cast<const T*>(c.values) + row * values_cols(c.k);
-    const uint8_t* mt = c.meta + row * meta_cols(c.k);
-    const uint32_t invalid = for_row_blocks(
-        c.m, [&](auto mb, int64_t m0) { return block<decltype(mb)::value>(c, dt, v, mt, m0, acc); });
-    const int64_t g_done = c.k / kChunk * (kChunk / kGroup);
-    const bool tail_ok = dot_rows_scalar<T>(c, dt, row, g_done, c.k / kGroup, 0, c.m, acc);
+  template <bool kBf16>
+  static void blocks(const LinearCtx& c, const RowBlock<T, kBlockRows>& rb, float* acc) {
+    for_row_blocks(c.m, [&](auto mb, int64_t m0) {
+      constexpr int MB = decltype(mb)::value;
+      if constexpr (MB == 1) {
+        block<1, 4, kBf16>(c, rb, 0, m0, acc);
+      } else if constexpr (MB == 2) {  // 16 ymm registers: fewer rows per pass
+        block<2, 2, kBf16>(c, rb, 0, m0, acc);
+        block<2, 2, kBf16>(c, rb, 2, m0, acc);
+      } else {
+        unroll<kBlockRows>([&](auto r) { block<MB, 1, kBf16>(c, rb, r, m0, acc); });
+      }
+      return 0u;
+    });
+  }
+
+  static bool dot(const LinearCtx& c, DType dt, int64_t row0, int64_t nrows, float* acc) {
+    const RowBlock<T, kBlockRows> rb(c, row0, nrows);
+    const int64_t chunks = c.k / kChunk;
+    uint32_t invalid = 0;
+    for (int r = 0; r < kBlockRows; ++r) invalid |= invalid_meta_bytes(rb.m[r], 2 * chunks);
+    if (sizeof(T) == 2 && dt == DType::bf16)
+      blocks<true>(c, rb, acc);
+    else
+      blocks<false>(c, rb, acc);
+    bool tail_ok = true;
+    const int64_t g_done = chunks * (kChunk / kGroup);
+    if (g_done < c.k / kGroup)  // K % 16 != 0: scalar tail (validates its groups and the padding nibble)
+      for (int64_t r = 0; r < nrows; ++r)
+        tail_ok &= dot_rows_scalar<T>(c, dt, row0 + r, g_done, c.k / kGroup, 0, c.m, acc + r * c.m);
     return tail_ok && invalid == 0;
   }
 };
 
-void linear(const LinearParams& p) { linear_dispatch<Avx2Kernel>(p); }
+void linear(const LinearParams& p) {
+  // The tail of each x row keeps its place, so dot_rows_scalar reads it as is.
+  const std::vector<float> xr = relayout_x(p);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const DType dt = p.dtype;
+    linear_driver<T, kBlockRows>(
+        p, [dt](const LinearCtx& c, int64_t row0, int64_t nrows, float* acc) {
+          return Avx2Kernel<T>::dot(c, dt, row0, nrows, acc);
+        },
+        /*needs_f32_x=*/true, xr.data());
+  };
+  if (p.dtype == DType::f32)
+    run(float{});
+  else
+    run(uint16_t{});
+}
 
 }  // namespace
 }  // namespace llmpack::sparse24::avx2

@@ -290,12 +290,13 @@ struct RowBlock {
 // streaming W once, so blocks are split over torch's threads along N and each
 // thread streams its own slice. needs_f32_x = false when the kernel reads only
 // ctx.x_raw (the bf16 dot-product kernel with no scalar K tail): then x is not
-// converted at all.
+// converted at all. x_f32: the kernel's own fp32 copy of x (any layout it
+// likes, e.g. re-laid out for its shuffles), used as ctx.x instead.
 template <class T, int kRows, class DotRows>
-void linear_driver(const LinearParams& p, DotRows dot_rows, bool needs_f32_x = true) {
+void linear_driver(const LinearParams& p, DotRows dot_rows, bool needs_f32_x = true, const float* x_f32 = nullptr) {
   std::vector<float> xbuf;
-  const float* xf = sizeof(T) == 4 ? static_cast<const float*>(p.x) : nullptr;
-  if (sizeof(T) == 2 && needs_f32_x) {
+  const float* xf = x_f32 ? x_f32 : sizeof(T) == 4 ? static_cast<const float*>(p.x) : nullptr;
+  if (sizeof(T) == 2 && needs_f32_x && !x_f32) {
     xbuf.resize(size_t(p.m * p.k));
     const T* xs = static_cast<const T*>(p.x);
     for (int64_t i = 0; i < p.m * p.k; ++i) xbuf[i] = to_f32<T>(xs[i], p.dtype);
