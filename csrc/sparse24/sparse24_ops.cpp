@@ -100,9 +100,8 @@ struct Flat {
   Tensor x2d;
   std::vector<int64_t> out_shape;
   int64_t m;
-  // y [M, N] -> [..., N]. Each stable-ABI call costs ~1 us, a visible share of
-  // a decode-shape call, so the common 2-D case skips the reshapes.
-  Tensor unflatten(const Tensor& y) const { return out_shape.size() == 2 ? y : torch::stable::reshape(y, out_shape); }
+  // y [M, N] (fresh, contiguous) -> [..., N], a view.
+  Tensor unflatten(const Tensor& y) const { return out_shape.size() == 2 ? y : reshape_dense(y, out_shape); }
 };
 
 Flat flatten_x(const Tensor& x, int64_t n) {
@@ -114,7 +113,7 @@ Flat flatten_x(const Tensor& x, int64_t n) {
     m *= x.size(i);
   }
   out.push_back(n);
-  return {dense(x.dim() == 2 ? x : torch::stable::reshape(x, {m, k})), out, m};
+  return {x.dim() == 2 ? dense(x) : reshape_dense(dense(x), {m, k}), out, m};
 }
 
 // From this many rows of x on, unpacking W tile by tile and running torch's
