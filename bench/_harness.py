@@ -48,9 +48,11 @@ def timeit_interleaved(fns: list[Callable[[], object]], rounds: int = 5, min_tim
     A kernel and its baselines then see the same machine state: on a shared
     VM a slow spell hits all of them instead of skewing one speed-up."""
     samples: list[list[float]] = [[] for _ in fns]
-    for fn in fns:
-        for _ in range(3):
+    for fn in fns:  # warm: caches, page faults, allocator, clocks (>= 3 calls, >= 50 ms)
+        t_start, n = time.perf_counter(), 0
+        while n < 3 or time.perf_counter() - t_start < 0.05:
             fn()
+            n += 1
     for _ in range(rounds):
         for fn, out in zip(fns, samples):
             t_start = time.perf_counter()
