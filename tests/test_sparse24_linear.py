@@ -13,7 +13,9 @@ from conftest import assert_close_dot, check_op
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # (M, N, K): decode and prefill-ish M, odd N, K with and without a SIMD tail.
 SHAPES = [(1, 8, 4), (1, 7, 12), (3, 97, 4096), (7, 33, 100), (16, 5, 36), (1, 1, 4092), (40, 9, 64), (1, 257, 576),
-          (9, 33, 128), (16, 300, 576)]  # the last two: M >= 8 with K % 32 == 0 (AMX tiles)
+          (9, 33, 128), (16, 300, 576),  # these two: M >= 8 with K % 32 == 0 (AMX tiles)
+          (5, 13, 80),  # an odd number of 16-K steps (AVX2's unpaired last step) and a 16-wide tail at 32
+          (1, 640, 4096), (6, 640, 4096)]  # W > 2 MiB: the software-prefetching kernels
 
 
 def packed(n, k, dtype, seed=0):
