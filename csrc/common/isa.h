@@ -15,9 +15,9 @@ enum class Isa : int {
   avx2 = 1,     // AVX2 + FMA + F16C + BMI2 (Haswell and later)
   avx512 = 2,   // AVX-512 F/BW/VL/DQ (Skylake-SP and later)
   // avx512 + AVX512_BF16 (Cooper Lake, Sapphire Rapids, Zen 4): bf16 dot
-  // products at twice the fp32 FMA rate. No separate unit: the kernels that
-  // use it live in the avx512 unit behind __attribute__((target)), and a
-  // family without such kernels points this level at its avx512 table.
+  // products at twice the fp32 FMA rate. An optional unit of its own
+  // (<family>_cpu_avx512_bf16.cpp); a family without one points this level at
+  // its avx512 table.
   avx512_bf16 = 3,
   // avx512_bf16 + AMX-TILE/AMX-BF16 + AVX512-VBMI2 (Sapphire Rapids and
   // later), with the OS's permission for tile state: 2:4 tiles unpacked in

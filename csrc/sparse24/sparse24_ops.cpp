@@ -118,23 +118,29 @@ Flat flatten_x(const Tensor& x, int64_t n) {
 
 // From this many rows of x on, unpacking W tile by tile and running torch's
 // dense GEMM on each tile beats streaming the packed weight once per block of
-// 4 rows of x: the stream kernel's cost grows with M (one gather per 16-32
+// rows of x: the stream kernel's cost grows with M (one gather per 16-32
 // useful MACs), the GEMM's barely does. Measured with
-// bench/sparse24_crossover.py on the development machine (2-core Xeon with
-// AVX-512 BF16; see README). LLMPACK_SPARSE24_DENSE_M overrides for all dtypes.
+// bench/sparse24_crossover.py (docs/results/sparse24_crossover.txt; lower
+// levels measured on the development machine with torch's GEMM capped to the
+// same level: ONEDNN_MAX_CPU_ISA / MKL_ENABLE_INSTRUCTIONS).
+// LLMPACK_SPARSE24_DENSE_M overrides for all dtypes.
 int64_t dense_crossover_m(DType dt) {
   static const int64_t forced = [] {
     const char* v = std::getenv("LLMPACK_SPARSE24_DENSE_M");
     return v && *v ? std::atoll(v) : int64_t(-1);
   }();
   if (forced >= 0) return forced;
-  // With the AMX kernels (bf16, and fp16 as exact bf16 hi/lo splits) the
-  // packed path stays ahead for long; fp16's dense GEMM is slow, bf16's fast.
-  // (fp16 with AMX: still ahead at M = 512, the largest M measured.)
-  const bool amx = active_isa() == Isa::amx;
-  if (dt == DType::bf16) return amx ? 192 : 32;
-  if (dt == DType::f16) return amx ? 1024 : 96;
-  return 64;
+  switch (active_isa()) {
+    case Isa::amx:  // AMX kernels for bf16 and fp16 (exact hi/lo splits): long ahead
+      return dt == DType::bf16 ? 192 : dt == DType::f16 ? 1024 : 64;
+    case Isa::avx512_bf16:
+      return dt == DType::bf16 ? 32 : dt == DType::f16 ? 96 : 64;
+    case Isa::avx512:
+    case Isa::avx2:  // no native bf16/fp16 GEMM for torch on such CPUs: the packed path stays ahead
+      return dt == DType::f32 ? 64 : 1024;
+    default:  // the portable scalar kernel: the vectorised unpack + GEMM wins early
+      return dt == DType::f32 ? 8 : 1;
+  }
 }
 
 // The tile buffer persists per thread: a fresh multi-MiB allocation per call
