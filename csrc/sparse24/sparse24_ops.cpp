@@ -64,6 +64,12 @@ void check_packed_args(const Tensor& values, const Tensor& meta, const char* op)
                 ": each nibble must encode two distinct positions i0 < i1 (and a padding nibble must be 0)");
 }
 
+// The same message from both CPU paths (streaming and tile-unpacking).
+[[noreturn]] void fail_bad_linear_meta(int64_t row) {
+  fail("sparse24_linear: corrupted meta in weight row ", row,
+       ": each nibble must encode two distinct positions i0 < i1 (and a padding nibble must be 0)");
+}
+
 DType dtype_of(const Tensor& t) {
   switch (t.scalar_type()) {
     case ScalarType::Half: return DType::f16;
@@ -170,7 +176,7 @@ Tensor linear_tiled_dense_cpu(const Tensor& x2d, const Tensor& values, const Ten
     const int64_t t = std::min(tile, n - r0);
     int64_t bad = kNoError;
     cpu().decompress({vals + r0 * values_cols(k) * es, mt + r0 * meta_cols(k), buf, t, k, int(es), &bad});
-    if (bad != kNoError) fail_bad_meta(meta, bad + r0 * meta_cols(k));
+    if (bad != kNoError) fail_bad_linear_meta(r0 + bad / meta_cols(k));
     Tensor w = torch::stable::from_blob(buf, {t, k}, {k, 1}, x2d.device(), values.scalar_type());
     std::optional<Tensor> b;
     if (bias) b = torch::stable::narrow(*bias, 0, r0, t);
@@ -234,8 +240,7 @@ Tensor linear_cpu(Tensor x, Tensor values_in, Tensor meta_in, std::optional<Tens
   LinearParams p{f.x2d.const_data_ptr(), values.const_data_ptr(), static_cast<const uint8_t*>(meta.const_data_ptr()),
                  bias ? bias->const_data_ptr() : nullptr, y.mutable_data_ptr(), f.m, n, k, dtype_of(x), &bad};
   if (f.m > 0 && n > 0) cpu().linear(p);
-  if (bad != kNoError) fail("sparse24_linear: corrupted meta in weight row ", bad,
-                            ": each nibble must encode two distinct positions i0 < i1 (and a padding nibble must be 0)");
+  if (bad != kNoError) fail_bad_linear_meta(bad);
   return f.unflatten(y);
 }
 
