@@ -86,17 +86,23 @@ inline void check_cpu_or_cuda(const Tensor& t, const char* op, const char* arg) 
 // (a copy), which is what a caller passing a transposed weight expects.
 inline Tensor dense(const Tensor& t) { return t.is_contiguous() ? t : torch::stable::contiguous(t); }
 
-// A contiguous uninitialised tensor on like's device. Straight through the C
-// shim's empty_strided: torch::stable::new_empty goes through the boxed
-// dispatcher by name (a schema lookup and boxing per call, a visible share of
-// a few-microsecond decode-shape op).
-inline Tensor new_empty(const Tensor& like, const std::vector<int64_t>& sizes, ScalarType dtype) {
+// Row-major strides of a contiguous tensor of these sizes.
+inline std::vector<int64_t> contiguous_strides(const std::vector<int64_t>& sizes) {
   std::vector<int64_t> strides(sizes.size());
   int64_t stride = 1;
   for (size_t i = sizes.size(); i-- > 0;) {
     strides[i] = stride;
     stride *= sizes[i] > 1 ? sizes[i] : 1;
   }
+  return strides;
+}
+
+// A contiguous uninitialised tensor on like's device. Straight through the C
+// shim's empty_strided: torch::stable::new_empty goes through the boxed
+// dispatcher by name (a schema lookup and boxing per call, a visible share of
+// a few-microsecond decode-shape op).
+inline Tensor new_empty(const Tensor& like, const std::vector<int64_t>& sizes, ScalarType dtype) {
+  const std::vector<int64_t> strides = contiguous_strides(sizes);
   int32_t device_type = 0, device_index = 0;
   STD_TORCH_CHECK(aoti_torch_get_device_type(like.get(), &device_type) == AOTI_TORCH_SUCCESS &&
                       aoti_torch_get_device_index(like.get(), &device_index) == AOTI_TORCH_SUCCESS,
@@ -112,12 +118,7 @@ inline Tensor new_empty(const Tensor& like, const std::vector<int64_t>& sizes, S
 // A contiguous tensor seen with another shape (same numel): a view made by the
 // C shim, not aten::reshape through the by-name dispatcher.
 inline Tensor reshape_dense(const Tensor& t, const std::vector<int64_t>& sizes) {
-  std::vector<int64_t> strides(sizes.size());
-  int64_t stride = 1;
-  for (size_t i = sizes.size(); i-- > 0;) {
-    strides[i] = stride;
-    stride *= sizes[i] > 1 ? sizes[i] : 1;
-  }
+  const std::vector<int64_t> strides = contiguous_strides(sizes);
   int64_t offset = 0;
   AtenTensorHandle out = nullptr;
   STD_TORCH_CHECK(aoti_torch_get_storage_offset(t.get(), &offset) == AOTI_TORCH_SUCCESS &&
