@@ -67,6 +67,15 @@ def test_batched_and_strided_x(isa):
     check(y, x, v, meta)
 
 
+def test_x_view_with_storage_offset(isa):
+    # Contiguous but not at the start of its storage: the 3-D -> 2-D view must keep the offset.
+    W, v, meta = packed(12, 64, torch.bfloat16)
+    x = torch.randn(4, 3, 64).to(torch.bfloat16)[1:]
+    y = llmpack.sparse24_linear(x, v, meta)
+    assert y.shape == (3, 3, 12)
+    check(y, x, v, meta)
+
+
 def test_empty_inputs():
     W, v, meta = packed(6, 8, torch.float32)
     assert llmpack.sparse24_linear(torch.randn(0, 8), v, meta).shape == (0, 6)
