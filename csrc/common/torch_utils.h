@@ -119,11 +119,10 @@ inline Tensor new_empty(const Tensor& like, const std::vector<int64_t>& sizes, S
 // C shim, not aten::reshape through the by-name dispatcher.
 inline Tensor reshape_dense(const Tensor& t, const std::vector<int64_t>& sizes) {
   const std::vector<int64_t> strides = contiguous_strides(sizes);
-  int64_t offset = 0;
   AtenTensorHandle out = nullptr;
-  STD_TORCH_CHECK(aoti_torch_get_storage_offset(t.get(), &offset) == AOTI_TORCH_SUCCESS &&
-                      aoti_torch__reinterpret_tensor(t.get(), int64_t(sizes.size()), sizes.data(), strides.data(), offset,
-                                                     &out) == AOTI_TORCH_SUCCESS,
+  // The last argument is an increment over t's own storage offset (kept as is).
+  STD_TORCH_CHECK(aoti_torch__reinterpret_tensor(t.get(), int64_t(sizes.size()), sizes.data(), strides.data(),
+                                                 /*offset_increment=*/0, &out) == AOTI_TORCH_SUCCESS,
                   "llmpack: reshaping a tensor failed");
   return Tensor(out);
 }
