@@ -7,10 +7,11 @@
 // value j's partner x[4g + i_j] is picked by vpermilps, an in-lane permute that
 // reads only the low 2 bits of each index, so the index is the metadata word
 // shifted by 2j and nothing else (no mask, no group base). Per 8 MACs: one
-// variable shift, two vpermilps, one blend, one FMA; the two permutes share
-// the one shuffle port, which bounds the loop (2 cycles per 8 MACs), so
-// nothing else may go there: metadata is validated in a vector pre-pass, not
-// with scalar ops in the loop. Blocks of up to 4 weight rows share each x
+// variable shift, two vpermilps, one blend, one FMA. The permutes bound the
+// loop on the shuffle port(s) (one on Haswell/Skylake: 2 cycles per 8 MACs;
+// in-lane shuffles get a second port on Ice Lake+ and Zen), so nothing else
+// may go there: metadata is validated in a vector pre-pass, not with scalar
+// ops in the loop, and broadcast from memory, not from a register. Blocks of up to 4 weight rows share each x
 // load and keep 8 FMA chains in flight at M = 1.
 #include <immintrin.h>
 
