@@ -38,7 +38,7 @@ namespace {
 constexpr int kTileRows = 16;  // weight rows per A tile / C tile rows
 constexpr int kTileK = 32;     // K per A tile (16 bf16 pairs)
 constexpr int kTileM = 16;     // x rows per B / C tile
-constexpr int kMaxB = 2;       // B/C tile pairs per pass: M <= 32
+constexpr int kMaxB = 4;       // C tiles (16 x rows each) per pass: M <= 64, W unpacked once per 64 x rows
 constexpr int kAhead = 3;      // A tiles unpacked ahead of their use
 // Measured on SmolLM2-sized matrices: the gather kernels are faster below
 // (bf16: the vdpbf16ps kernel; fp16: the fp32 kernel, which at M = 8 beats
@@ -46,9 +46,11 @@ constexpr int kAhead = 3;      // A tiles unpacked ahead of their use
 constexpr int kMinMBf16 = 8, kMinMF16 = 12;
 constexpr int kRing = 4;       // A tile buffers (> kAhead)
 
-// Palette 1, all 8 tiles 16 rows x 64 B: 0,1 = C (fp32); 2,3 = A (hi, lo);
-// 4,5 = B for x rows 0..15 (hi, lo), 6,7 = B for x rows 16..31. The lo tiles
-// are used by fp16 only (see pass()).
+// Palette 1, all 8 tiles 16 rows x 64 B: 0..3 = C for x rows 0..15, ..,
+// 48..63 (fp32); 4, 5 = A (hi, lo); 6, 7 = B (hi, lo), reloaded per 16 x rows.
+// The lo tiles are used by fp16 only (see pass()). (GCC's tile intrinsics
+// paste their tile numbers into the asm text: literals only, hence the
+// numbers below rather than named constants.)
 struct alignas(64) TileConfig {
   uint8_t palette = 1, start_row = 0, reserved[14] = {};
   uint16_t colsb[16] = {};
@@ -159,7 +161,21 @@ inline void unpack_a_tile(const LinearCtx& c, int64_t n0, int64_t s, int64_t ste
   }
 }
 
-// One pass over all weight rows for x rows [m0, m0 + mb), mb <= 32. bf16:
+// C tile J (x rows 16J..16J+15) += A . B_J for one step: b points at the
+// step's B tiles, kParts per 16 x rows.
+#define LLMPACK_AMX_STEP_C(J)                                 \
+  do {                                                        \
+    _tile_loadd(6, b + (J) * kParts * 256, 64);               \
+    _tile_dpbf16ps(J, 4, 6);                                  \
+    if constexpr (kF16) {                                     \
+      _tile_loadd(7, b + (J) * kParts * 256 + 256, 64);       \
+      _tile_dpbf16ps(J, 4, 7);                                \
+      _tile_dpbf16ps(J, 5, 6);                                \
+      _tile_dpbf16ps(J, 5, 7);                                \
+    }                                                         \
+  } while (0)
+
+// One pass over all weight rows for x rows [m0, m0 + mb), mb <= 64. bf16:
 // C += A.B per step. fp16: C += A_hi.B_hi + A_hi.B_lo + A_lo.B_hi + A_lo.B_lo,
 // all four products exact in fp32, so the result is as accurate as the fp32
 // gather kernel's; the unpack (the bottleneck) merely doubles.
@@ -180,7 +196,9 @@ void pass(const LinearParams& p, const LinearCtx& c, int64_t m0, int64_t mb, std
       const int64_t n0 = t * kTileRows;
       const uint32_t invalid = keep_masks(c, n0, steps, masks.data());
       _tile_zero(0);
-      _tile_zero(1);
+      if constexpr (NB > 1) _tile_zero(1);
+      if constexpr (NB > 2) _tile_zero(2);
+      if constexpr (NB > 3) _tile_zero(3);
       // AMX tile loads get no store forwarding: a tile unpacked by ordinary
       // stores is loaded only kAhead steps later, once those stores are in L1.
       auto unpack = [&](int64_t s) {
@@ -190,28 +208,14 @@ void pass(const LinearParams& p, const LinearCtx& c, int64_t m0, int64_t mb, std
       for (int64_t s = 0; s < std::min<int64_t>(kAhead, steps); ++s) unpack(s);
       for (int64_t s = 0; s < steps; ++s) {
         if (s + kAhead < steps) unpack(s + kAhead);
-        const uint32_t* b0 = xt.data() + (s * NB) * kParts * 256;
-        _tile_loadd(2, a_ring[s % kRing][0], 64);
-        _tile_loadd(4, b0, 64);
-        _tile_dpbf16ps(0, 2, 4);
-        if constexpr (kF16) {
-          _tile_loadd(3, a_ring[s % kRing][1], 64);
-          _tile_loadd(5, b0 + 256, 64);
-          _tile_dpbf16ps(0, 2, 5);
-          _tile_dpbf16ps(0, 3, 4);
-          _tile_dpbf16ps(0, 3, 5);
-        }
-        if constexpr (NB == 2) {
-          const uint32_t* b1 = b0 + kParts * 256;
-          _tile_loadd(6, b1, 64);
-          _tile_dpbf16ps(1, 2, 6);
-          if constexpr (kF16) {
-            _tile_loadd(7, b1 + 256, 64);
-            _tile_dpbf16ps(1, 2, 7);
-            _tile_dpbf16ps(1, 3, 6);
-            _tile_dpbf16ps(1, 3, 7);
-          }
-        }
+        _tile_loadd(4, a_ring[s % kRing][0], 64);
+        if constexpr (kF16) _tile_loadd(5, a_ring[s % kRing][1], 64);
+        // One A tile (16 weight rows) against every 16-row block of x.
+        const uint32_t* b = xt.data() + (s * NB) * kParts * 256;
+        LLMPACK_AMX_STEP_C(0);
+        if constexpr (NB > 1) LLMPACK_AMX_STEP_C(1);
+        if constexpr (NB > 2) LLMPACK_AMX_STEP_C(2);
+        if constexpr (NB > 3) LLMPACK_AMX_STEP_C(3);
       }
       if (invalid) {  // find the row for the message; the result is discarded
         for (int r = 0; r < kTileRows && n0 + r < p.n; ++r) {
@@ -229,7 +233,9 @@ void pass(const LinearParams& p, const LinearCtx& c, int64_t m0, int64_t mb, std
         continue;
       }
       _tile_stored(0, c_out[0], 64);
-      if constexpr (NB == 2) _tile_stored(1, c_out[1], 64);
+      if constexpr (NB > 1) _tile_stored(1, c_out[1], 64);
+      if constexpr (NB > 2) _tile_stored(2, c_out[2], 64);
+      if constexpr (NB > 3) _tile_stored(3, c_out[3], 64);
       // C row r holds weight row n0 + r against x rows j: add the bias and
       // round 16 at a time (vector RNE conversions; per-element scalar
       // rounding cost more than the tile products at K = 576), then store
@@ -257,10 +263,12 @@ void linear_amx(const LinearParams& p) {
   std::atomic<int64_t> bad{kNoError};
   for (int64_t m0 = 0; m0 < p.m; m0 += kMaxB * kTileM) {
     const int64_t mb = std::min<int64_t>(kMaxB * kTileM, p.m - m0);
-    if (mb > kTileM)
-      pass<2, kF16>(p, c, m0, mb, bad);
-    else
-      pass<1, kF16>(p, c, m0, mb, bad);
+    switch ((mb + kTileM - 1) / kTileM) {
+      case 1: pass<1, kF16>(p, c, m0, mb, bad); break;
+      case 2: pass<2, kF16>(p, c, m0, mb, bad); break;
+      case 3: pass<3, kF16>(p, c, m0, mb, bad); break;
+      default: pass<4, kF16>(p, c, m0, mb, bad); break;
+    }
   }
   *p.first_bad_row = bad.load();
 }
