@@ -38,7 +38,12 @@ namespace {
 constexpr int kTileRows = 16;  // weight rows per A tile / C tile rows
 constexpr int kTileK = 32;     // K per A tile (16 bf16 pairs)
 constexpr int kTileM = 16;     // x rows per B / C tile
-constexpr int kMaxB = 4;       // C tiles (16 x rows each) per pass: M <= 64, W unpacked once per 64 x rows
+// C tiles (16 x rows each) per pass: W is unpacked once per pass. bf16: up
+// to 4 (M <= 64); fp16 needs hi and lo tiles of A and B, which leaves room
+// for 2.
+constexpr int kMaxB = 4;
+template <bool kF16>
+constexpr int kMaxBFor = kF16 ? 2 : 4;
 constexpr int kAhead = 3;      // A tiles unpacked ahead of their use
 // Measured on SmolLM2-sized matrices: the gather kernels are faster below
 // (bf16: the vdpbf16ps kernel; fp16: the fp32 kernel, which at M = 8 beats
@@ -46,11 +51,12 @@ constexpr int kAhead = 3;      // A tiles unpacked ahead of their use
 constexpr int kMinMBf16 = 8, kMinMF16 = 12;
 constexpr int kRing = 4;       // A tile buffers (> kAhead)
 
-// Palette 1, all 8 tiles 16 rows x 64 B: 0..3 = C for x rows 0..15, ..,
-// 48..63 (fp32); 4, 5 = A (hi, lo); 6, 7 = B (hi, lo), reloaded per 16 x rows.
-// The lo tiles are used by fp16 only (see pass()). (GCC's tile intrinsics
-// paste their tile numbers into the asm text: literals only, hence the
-// numbers below rather than named constants.)
+// Palette 1, all 8 tiles 16 rows x 64 B. bf16: 0..3 = C for x rows 0..15,
+// .., 48..63 (fp32); 4 = A; 6, 7 = B, alternating between x blocks so a
+// tile load never waits for the previous product to release its tile (tiles
+// are not renamed). fp16: 0, 1 = C; 4, 5 = A (hi, lo); 6, 7 = B hi, lo for
+// x rows 0..15 and 2, 3 for rows 16..31. (GCC's tile intrinsics paste tile
+// numbers into the asm text: literals only, hence numbers, not constants.)
 struct alignas(64) TileConfig {
   uint8_t palette = 1, start_row = 0, reserved[14] = {};
   uint16_t colsb[16] = {};
@@ -162,16 +168,16 @@ inline void unpack_a_tile(const LinearCtx& c, int64_t n0, int64_t s, int64_t ste
 }
 
 // C tile J (x rows 16J..16J+15) += A . B_J for one step: b points at the
-// step's B tiles, kParts per 16 x rows.
-#define LLMPACK_AMX_STEP_C(J)                                 \
+// step's B tiles, kParts per 16 x rows; BH, BL: the B tiles to use (above).
+#define LLMPACK_AMX_STEP_C(J, BH, BL)                         \
   do {                                                        \
-    _tile_loadd(6, b + (J) * kParts * 256, 64);               \
-    _tile_dpbf16ps(J, 4, 6);                                  \
+    _tile_loadd(BH, b + (J) * kParts * 256, 64);              \
+    _tile_dpbf16ps(J, 4, BH);                                 \
     if constexpr (kF16) {                                     \
-      _tile_loadd(7, b + (J) * kParts * 256 + 256, 64);       \
-      _tile_dpbf16ps(J, 4, 7);                                \
-      _tile_dpbf16ps(J, 5, 6);                                \
-      _tile_dpbf16ps(J, 5, 7);                                \
+      _tile_loadd(BL, b + (J) * kParts * 256 + 256, 64);      \
+      _tile_dpbf16ps(J, 4, BL);                               \
+      _tile_dpbf16ps(J, 5, BH);                               \
+      _tile_dpbf16ps(J, 5, BL);                               \
     }                                                         \
   } while (0)
 
@@ -212,10 +218,16 @@ void pass(const LinearParams& p, const LinearCtx& c, int64_t m0, int64_t mb, std
         if constexpr (kF16) _tile_loadd(5, a_ring[s % kRing][1], 64);
         // One A tile (16 weight rows) against every 16-row block of x.
         const uint32_t* b = xt.data() + (s * NB) * kParts * 256;
-        LLMPACK_AMX_STEP_C(0);
-        if constexpr (NB > 1) LLMPACK_AMX_STEP_C(1);
-        if constexpr (NB > 2) LLMPACK_AMX_STEP_C(2);
-        if constexpr (NB > 3) LLMPACK_AMX_STEP_C(3);
+        if constexpr (kF16) {
+          static_assert(NB <= 2);
+          LLMPACK_AMX_STEP_C(0, 6, 7);
+          if constexpr (NB > 1) LLMPACK_AMX_STEP_C(1, 2, 3);
+        } else {
+          LLMPACK_AMX_STEP_C(0, 6, 7);
+          if constexpr (NB > 1) LLMPACK_AMX_STEP_C(1, 7, 6);
+          if constexpr (NB > 2) LLMPACK_AMX_STEP_C(2, 6, 7);
+          if constexpr (NB > 3) LLMPACK_AMX_STEP_C(3, 7, 6);
+        }
       }
       if (invalid) {  // find the row for the message; the result is discarded
         for (int r = 0; r < kTileRows && n0 + r < p.n; ++r) {
@@ -261,13 +273,20 @@ template <bool kF16>
 void linear_amx(const LinearParams& p) {
   const LinearCtx c{nullptr, p.x, p.values, p.meta, p.m, p.n, p.k, false};
   std::atomic<int64_t> bad{kNoError};
-  for (int64_t m0 = 0; m0 < p.m; m0 += kMaxB * kTileM) {
-    const int64_t mb = std::min<int64_t>(kMaxB * kTileM, p.m - m0);
+  // Every weight tile re-reads the pass's x tiles (steps x blocks x 1 KiB).
+  // At small K a 4th block pushes them out of L1 and costs ~2.5x the others
+  // (measured at K = 576); at larger K they come from L2 anyway and 4 blocks
+  // per pass unpack W least often.
+  const int64_t steps = p.k / kTileK;
+  const int blocks_per_pass = kF16 ? kMaxBFor<kF16> : steps <= 24 ? 3 : kMaxBFor<kF16>;
+  const int64_t rows_per_pass = int64_t(blocks_per_pass) * kTileM;
+  for (int64_t m0 = 0; m0 < p.m; m0 += rows_per_pass) {
+    const int64_t mb = std::min<int64_t>(rows_per_pass, p.m - m0);
     switch ((mb + kTileM - 1) / kTileM) {
       case 1: pass<1, kF16>(p, c, m0, mb, bad); break;
       case 2: pass<2, kF16>(p, c, m0, mb, bad); break;
-      case 3: pass<3, kF16>(p, c, m0, mb, bad); break;
-      default: pass<4, kF16>(p, c, m0, mb, bad); break;
+      case 3: if constexpr (!kF16) pass<3, kF16>(p, c, m0, mb, bad); break;
+      default: if constexpr (!kF16) pass<4, kF16>(p, c, m0, mb, bad); break;
     }
   }
   *p.first_bad_row = bad.load();
