@@ -35,15 +35,7 @@ using detail::LaneIO;
 using detail::ptx_fail;
 using detail::WarpOp;
 
-std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
-std::string fmt(const char* f, ...) {
-  char buf[768];
-  va_list ap;
-  va_start(ap, f);
-  vsnprintf(buf, sizeof buf, f, ap);
-  va_end(ap);
-  return buf;
-}
+using detail::fmt;
 
 inline float f16x(uint32_t reg, int half, bool bf16) {
   const auto bits = static_cast<uint16_t>(reg >> (16 * half));

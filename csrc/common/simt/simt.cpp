@@ -101,6 +101,16 @@ llmpack_simt_trampoline:
 namespace llmpack::simt {
 
 namespace detail {
+
+std::string fmt(const char* f, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, f);
+  vsnprintf(buf, sizeof buf, f, ap);
+  va_end(ap);
+  return buf;
+}
+
 Builtins g_builtins{};
 }
 
@@ -272,16 +282,7 @@ inline void asan_finish(void* fake_save, const void** bottom_old, size_t* size_o
 #endif
 }
 
-// ---- messages ------------------------------------------------------------------------
-std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
-std::string fmt(const char* f, ...) {
-  char buf[1024];
-  va_list ap;
-  va_start(ap, f);
-  vsnprintf(buf, sizeof buf, f, ap);
-  va_end(ap);
-  return buf;
-}
+using detail::fmt;
 
 // "csrc/sparse24/sparse24_cuda.cu:42" rather than an absolute path.
 std::string where(const Loc& loc) {

@@ -34,6 +34,7 @@
 #include <cstdint>
 #include <cstring>
 #include <source_location>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -115,6 +116,10 @@ unsigned long long clock_now();
 void* dynamic_smem_base(const Loc& loc);
 size_t dynamic_smem_size();
 void check_dynamic_smem(size_t bytes, const Loc& loc);  // fails when bytes > launch smem
+
+// printf-style message for the emulator's errors (defined in simt.cpp, used
+// by simt.cpp and ptx_emu.cpp).
+std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
 
 }  // namespace detail
 
