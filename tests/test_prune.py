@@ -111,6 +111,69 @@ def test_skip_report_reasons():
     assert "skipped 2: in_features=6" in str(report)
 
 
+def tiny_mixed_layer_types(seed=0):
+    """A tiny Gemma3 text model whose layers alternate sliding-window (local
+    rotary base, windowed mask) and full attention (global rotary base, causal
+    mask): each layer type gets its own position embeddings and mask."""
+    pytest.importorskip("transformers")
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    cfg = Gemma3TextConfig(
+        vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16,
+        sliding_window=4, max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+        rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10.0},
+                         "full_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+        attn_implementation="eager")
+    torch.manual_seed(seed)
+    return Gemma3ForCausalLM(cfg).eval().requires_grad_(False)
+
+
+def reference_layerwise_prune(model, method, batches):
+    """Layer-by-layer pruning as it is meant to work, without llmpack's loop:
+    the statistics of layer i's Linears are hooked from the real inputs those
+    Linears see in the model's own forward pass, layers < i already pruned."""
+    from llmpack.compress.prune import _STATS, find_decoder_layers
+    from llmpack.models import forward_no_cache
+
+    for layer in find_decoder_layers(model):
+        lins = {name: mod for name, mod in layer.named_modules() if isinstance(mod, nn.Linear)}
+        shared = {}
+        stats = {name: _STATS[method](lin, shared) for name, lin in lins.items()}
+        handles = [lin.register_forward_hook(lambda mod, inp, out, s=stats[name]: s.add(inp[0]))
+                   for name, lin in lins.items()]
+        with torch.no_grad():
+            for batch in batches:
+                forward_no_cache(model, batch)
+                shared.clear()
+        for h in handles:
+            h.remove()
+        with torch.no_grad():
+            for name, lin in lins.items():
+                lin.weight.copy_(stats[name].pruned_weight(lin.weight, 2, 4))
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_layerwise_calibration_gives_each_layer_type_its_own_inputs(method):
+    """The layer-wise loop must call every layer with its own masks and rotary
+    tables: a loop that reuses layer 0's (sliding) arguments for the full
+    attention layers diverges from the reference from layer 1 on."""
+    calib = calib_tokens(seed=3, n=4, seq=16)
+    ours, ref = tiny_mixed_layer_types(), tiny_mixed_layer_types()
+    prune(ours, method, "2:4", calibration=calib, batch_size=2, progress=False)
+    reference_layerwise_prune(ref, method, list(calib.split(2)))
+    for (name, a), (_, b) in zip(ours.named_modules(), ref.named_modules()):
+        if isinstance(a, nn.Linear) and name.startswith("model.layers"):
+            same_mask = ((a.weight != 0) == (b.weight != 0)).float().mean().item()
+            if method == "wanda":  # identical inputs give identical norms: exact
+                assert same_mask == 1.0, f"{name}: Wanda masks differ from the reference"
+                assert torch.equal(a.weight, b.weight), name
+            else:  # SparseGPT: the same math, up to near-ties of the OBS scores
+                assert same_mask > 0.99, f"{name}: only {same_mask:.3f} of the mask agrees"
+                torch.testing.assert_close(a.weight, b.weight, rtol=1e-3, atol=1e-4)
+
+
 # ---------------------------------------------------------------- constructed cases
 
 def test_wanda_follows_input_norms_where_magnitude_does_not():

@@ -233,29 +233,43 @@ class _StopForward(Exception):
     pass
 
 
-def _capture_layer_inputs(model, layer, batches):
-    """Run the model up to `layer` for each batch and return what it was called
-    with: [(hidden_states, other args, kwargs)] (masks, rotary embeddings...)."""
-    captured = []
+def _capture_layer_inputs(model, layers, batches, progress=False):
+    """Run the model once per batch, dense, and record what every decoder layer
+    is called with besides its hidden states (masks, rotary embeddings, ...):
+    models whose layers differ (``layer_types``: sliding vs full attention with
+    their own masks and rotary tables) pass each layer its own. Returns
+    (hidden states entering layer 0 per batch, [per layer: [(args, kwargs) per
+    batch]]). The forward stops at the last layer's input; the arguments are
+    references to the model's own tensors (layers of one type share them)."""
+    hidden0: list = []
+    calls: list[list] = [[] for _ in layers]
+    last = len(layers) - 1
 
-    def hook(mod, args, kwargs):
-        kwargs = dict(kwargs)
-        hidden = args[0] if args else kwargs.pop("hidden_states")
-        captured.append((hidden, tuple(args[1:]), kwargs))
-        raise _StopForward
+    def make_hook(i):
+        def hook(mod, args, kwargs):
+            kwargs = dict(kwargs)
+            hidden = args[0] if args else kwargs.pop("hidden_states")
+            if i == 0:
+                hidden0.append(hidden)
+            calls[i].append((tuple(args[1:]), kwargs))
+            if i == last:
+                raise _StopForward
+        return hook
 
-    handle = layer.register_forward_pre_hook(hook, with_kwargs=True)
+    handles = [layer.register_forward_pre_hook(make_hook(i), with_kwargs=True) for i, layer in enumerate(layers)]
     try:
-        for batch in batches:
+        for batch in _progress(batches, progress, desc="calibration inputs", unit="batch", leave=False):
             try:
                 forward_no_cache(model, batch)
             except _StopForward:
                 pass
     finally:
-        handle.remove()
-    if len(captured) != len(batches):
-        raise RuntimeError("could not capture the inputs of the first decoder layer")
-    return captured
+        for h in handles:
+            h.remove()
+    if len(hidden0) != len(batches) or any(len(c) != len(batches) for c in calls):
+        raise RuntimeError("could not capture the inputs of every decoder layer "
+                           f"({len(hidden0)} of {len(batches)} batches reached layer 0)")
+    return hidden0, calls
 
 
 def _collect(run_forward, modules: dict, method: str, n_calls: int):
@@ -295,19 +309,20 @@ def _prune_layerwise(model, layers, targets, skipped, batches, method, n, m, pro
             skipped[name] = "outside the decoder layer stack"
             del targets[name]
 
-    states = _capture_layer_inputs(model, layers[0], batches)
+    hidden, calls = _capture_layer_inputs(model, layers, batches, progress)
     for i, layer in enumerate(_progress(layers, progress, desc=f"{method} {n}:{m}", unit="layer")):
 
-        def run(j, layer=layer):
-            hidden, args, kwargs = states[j]
-            return _first(layer(hidden, *args, **kwargs))
+        def run(j, layer=layer, inputs=calls[i]):
+            args, kwargs = inputs[j]
+            return _first(layer(hidden[j], *args, **kwargs))
 
         if by_layer[i]:
-            stats = _collect(run, by_layer[i], method, len(states))
+            stats = _collect(run, by_layer[i], method, len(hidden))
             _apply(by_layer[i], stats, n, m, **kw)
             del stats
         # Feed the next layer what the *pruned* layer produces.
-        states = [(run(j), args, kwargs) for j, (_, args, kwargs) in enumerate(states)]
+        hidden = [run(j) for j in range(len(hidden))]
+        calls[i] = None  # this layer's arguments are no longer needed
 
 
 def prune(model: nn.Module, method: str = "magnitude", pattern: str = "2:4",
