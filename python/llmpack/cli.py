@@ -24,11 +24,24 @@ def cmd_info(_args) -> int:
         ("CUDA kernels", f"compiled for sm_{', sm_'.join(archs)}" if archs else "not compiled"),
         ("CUTLASS kernels", "yes" if _lib.has_cutlass() else "no"),
         ("ops", ", ".join(f"llmpack.{n}" for n in _lib.registered_ops())),
+        ("tested with", _tested_with()),
     ]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
     return 0
+
+
+def _tested_with() -> str:
+    """'dist==tested' per pin, with what is installed here when it differs."""
+    from llmpack._versions import version_report
+
+    cells = []
+    for dist, tested, installed in version_report():
+        base = installed.split("+")[0] if installed else None
+        note = "" if base == tested else f" (installed: {installed or 'none'})"
+        cells.append(f"{dist}=={tested}{note}")
+    return ", ".join(cells)
 
 
 def cmd_demo(args) -> int:

