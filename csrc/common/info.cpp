@@ -48,3 +48,23 @@ LLMPACK_EXPORT int llmpack_has_cutlass() {
   return 0;
 #endif
 }
+
+#if defined(LLMPACK_SANITIZE_BUILD)
+// Sanitized build only: a deliberate bug of the given kind, so the tests can
+// show that a report really fails the run (kind 1: heap overflow read, 2:
+// signed integer overflow). Never compiled into a release library.
+LLMPACK_EXPORT int llmpack_sanitizer_selftest(int kind) {
+  if (kind == 1) {
+    volatile int n = 4;  // sizes unknown at compile time: ASan, not UBSan's object-size check, reports it
+    int* p = new int[n]();
+    int v = p[n];
+    delete[] p;
+    return v;
+  }
+  if (kind == 2) {
+    volatile int big = 0x7fffffff;
+    return big + kind;
+  }
+  return 0;
+}
+#endif

@@ -18,6 +18,13 @@ _here = os.path.dirname(os.path.abspath(__file__))
 
 
 def _find_library() -> str:
+    # LLMPACK_LIBRARY: load another build of the same library instead (the
+    # sanitized one of scripts/build_sanitized.sh, for the tests).
+    override = os.environ.get("LLMPACK_LIBRARY")
+    if override:
+        if not os.path.isfile(override):
+            raise ImportError(f"llmpack: LLMPACK_LIBRARY={override!r} is not a file")
+        return os.path.abspath(override)
     found = sorted(glob.glob(os.path.join(_here, "libllmpack_ops*.so")))
     if not found:
         raise ImportError(
