@@ -129,7 +129,11 @@ struct Avx2Kernel {
         __m256i idx;
         if constexpr (decltype(paired)::value) {
           const uint8_t* pair_word = rb.m[r0 + r] + 2 * (ch - half);
-          const __m256i word = _mm256_castps_si256(_mm256_broadcast_ss(reinterpret_cast<const float*>(pair_word)));
+          // memcpy: the word is not 4-byte aligned (a float* to it would be
+          // UB); the compilers still emit one vpbroadcastd from memory.
+          uint32_t w32;
+          std::memcpy(&w32, pair_word, 4);
+          const __m256i word = _mm256_set1_epi32(static_cast<int>(w32));
           idx = _mm256_srlv_epi32(word, half == 0 ? shifts0 : shifts1);
         } else {
           uint16_t m16;

@@ -52,7 +52,11 @@ def from_sparse24_bitmask(compressed: torch.Tensor, bitmask: torch.Tensor,
 
     Raises ValueError when the shapes disagree or a group of four does not have
     exactly two bits set (that format always keeps exactly two)."""
-    r, c = (int(v) for v in torch.as_tensor(shape).flatten().tolist())
+    dims = torch.as_tensor(shape).flatten().tolist()
+    if len(dims) != 2 or any(not float(v).is_integer() or v < 0 for v in dims):
+        raise ValueError(f"from_sparse24_bitmask: shape must hold the dense shape [rows, columns] as two "
+                         f"non-negative integers, got {dims}")
+    r, c = (int(v) for v in dims)
     if c % 4:
         raise ValueError(f"from_sparse24_bitmask: dense width {c} is not a multiple of 4")
     if tuple(compressed.shape) != (r, c // 2):
