@@ -1,10 +1,18 @@
-"""Shared benchmark harness: timer, roofline probe, row format.
+"""Shared benchmark harness: timer, cold-data rotation, roofline probe, row format.
 
 Every bench script prints one row per shape with time, GB/s, GFLOP/s, % of
 this machine's measured roofline and speed-up over a named PyTorch baseline
 measured in the same run. The roofline (peak GFLOP/s per dtype, read
-bandwidth per working-set size) is measured once per machine and cached in
-~/.cache/llmpack/roofline.json.
+bandwidth per working-set size, and the DRAM read bandwidth) is measured once
+per machine and cached in ~/.cache/llmpack/roofline.json.
+
+Cold vs hot. A real model's weights (and KV cache) stream from DRAM at decode:
+each matrix is read once per token, long after it left the caches. ``Cold``
+makes that happen in a benchmark: it holds enough copies of the operands that
+one pass over them reads more than ``cold_bytes()`` (several times the last
+level cache), and each call uses the next copy. Cold rows are divided by the
+DRAM read roof; hot rows (one copy, cache-resident when it fits) by the read
+bandwidth at their working-set size, and are labelled as such.
 """
 from __future__ import annotations
 
@@ -65,6 +73,53 @@ def timeit_interleaved(fns: list[Callable[[], object]], rounds: int = 5, min_tim
     return [Timing(statistics.median(s), min(s), max(s)) for s in samples]
 
 
+def llc_bytes() -> int:
+    """Size of the largest CPU cache (sysfs), 32 MiB if unknown."""
+    best = 0
+    for index in range(8):
+        path = f"/sys/devices/system/cpu/cpu0/cache/index{index}/size"
+        try:
+            text = open(path).read().strip()
+        except OSError:
+            continue
+        mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+        best = max(best, int(text.rstrip("KMG")) * mult)
+    return best or 32 << 20
+
+
+def cold_bytes() -> int:
+    """Bytes one rotation through the cold copies reads: 4x the LLC and at
+    least 512 MiB (a VM may report less LLC than the host has: the Xeons these
+    benches also ran on have ~260 MiB of L3)."""
+    return max(4 * llc_bytes(), 512 << 20)
+
+
+class Cold:
+    """``Cold(make, nbytes)``: ``make()`` builds one copy of the operands
+    (a tuple) of ``nbytes`` bytes; enough copies are made that a full rotation
+    exceeds ``cold_bytes()``. ``next()`` returns the copy to use for a call;
+    ``Cold.hot(args)`` is the one-copy (hot) variant with the same interface."""
+
+    def __init__(self, make: Callable[[], tuple], nbytes: int, copies: int | None = None):
+        n = copies or max(2, -(-cold_bytes() // max(1, nbytes)))
+        self.copies = [make() for _ in range(n)]
+        self.i = 0
+
+    @classmethod
+    def hot(cls, args: tuple) -> "Cold":
+        obj = cls.__new__(cls)
+        obj.copies, obj.i = [args], 0
+        return obj
+
+    @property
+    def is_cold(self) -> bool:
+        return len(self.copies) > 1
+
+    def next(self) -> tuple:
+        self.i = (self.i + 1) % len(self.copies)
+        return self.copies[self.i]
+
+
 def _machine_key() -> str:
     return f"{platform.node()}|{platform.processor() or platform.machine()}|threads={torch.get_num_threads()}"
 
@@ -91,13 +146,14 @@ def _size_bucket(nbytes: float) -> int:
 
 
 def _probe() -> dict:
-    """Peak GFLOP/s per dtype (2048^3 matmul, torch's BLAS); memory roofs are
-    measured lazily per working-set size (mem_roof_gbps)."""
+    """Peak GFLOP/s per dtype (square matmul, torch's BLAS; 1024^3 is enough
+    for the BLAS to reach its peak, and a CPU without native bf16 takes
+    seconds per 2048^3 bf16 call); memory roofs are measured lazily."""
     peaks = {}
     for dtype in (torch.float32, torch.bfloat16):
-        a = torch.randn(2048, 2048, dtype=dtype)
-        tm = timeit(lambda: a @ a, warmup=1, repeats=5)
-        peaks[str(dtype).replace("torch.", "")] = 2 * 2048**3 / tm.min_s / 1e9
+        a = torch.randn(1024, 1024, dtype=dtype)
+        tm = timeit(lambda: a @ a, warmup=1, repeats=5, min_time_s=0.1)
+        peaks[str(dtype).replace("torch.", "")] = 2 * 1024**3 / tm.min_s / 1e9
     return {"key": _machine_key(), "peak_gflops": peaks, "mem_gbps_by_size": {}}
 
 
@@ -133,19 +189,37 @@ def mem_roof_gbps(working_set_bytes: float) -> float:
     return data["mem_gbps_by_size"][key]
 
 
-def pct_of_roofline(bytes_moved: float, flops: float, seconds: float, dtype: str = "float32") -> float:
-    """Achieved fraction of the roofline bound max(bytes/BW, flops/peak)."""
+_DRAM_GBPS: list[float] = []
+
+
+def dram_roof_gbps() -> float:
+    """DRAM read roof: torch's best read bandwidth over a working set larger
+    than cold_bytes() (every byte comes from memory). Measured once per
+    process, not cached on disk: on a shared VM the memory bandwidth drifts
+    from minute to minute, and cold rows are divided by the roof of the same run."""
+    if not _DRAM_GBPS:
+        _DRAM_GBPS.append(_read_bandwidth(max(cold_bytes(), 1 << 30)))
+    return _DRAM_GBPS[0]
+
+
+def pct_of_roofline(bytes_moved: float, flops: float, seconds: float, dtype: str = "float32",
+                    cold: bool = False) -> float:
+    """Achieved fraction of the roofline bound max(bytes/BW, flops/peak); BW is
+    the DRAM roof for cold data, the roof at that working-set size for hot."""
     r = roofline()
-    peak = r["peak_gflops"].get(dtype, r["peak_gflops"]["float32"])
-    bound_s = max(bytes_moved / (mem_roof_gbps(bytes_moved) * 1e9), flops / (peak * 1e9))
+    # The compute roof is the faster of the dtype's own GEMM and fp32's: on a
+    # CPU without native bf16/fp16 math, 16-bit work runs as fp32 FMAs.
+    peak = max(r["peak_gflops"].get(dtype, 0.0), r["peak_gflops"]["float32"])
+    bw = dram_roof_gbps() if cold else mem_roof_gbps(bytes_moved)
+    bound_s = max(bytes_moved / (bw * 1e9), flops / (peak * 1e9))
     return 100.0 * bound_s / seconds
 
 
 class Table:
     """Prints a header once and one aligned row per shape."""
 
-    COLS = ("shape", "dtype", "time_us", "min_us", "max_us", "GB/s", "GFLOP/s", "%roof", "baseline", "speedup")
-    WIDTHS = (24, 9, 10, 10, 10, 8, 9, 7, 22, 8)
+    COLS = ("shape", "dtype", "data", "time_us", "min_us", "max_us", "GB/s", "GFLOP/s", "%roof", "baseline", "speedup")
+    WIDTHS = (24, 9, 5, 10, 10, 10, 8, 9, 7, 22, 8)
 
     def __init__(self, title: str):
         self.extra_names: tuple = ()
@@ -154,8 +228,10 @@ class Table:
         r = roofline()
         peaks = ", ".join(f"{k} {v:.0f}" for k, v in r["peak_gflops"].items())
         print(f"# {title}")
-        print(f"# roofline: peak GFLOP/s {peaks}; memory roof = best torch read bandwidth at each row's "
-              f"working-set size (e.g. {mem_roof_gbps(64 * 2**20):.1f} GB/s at 64 MiB); threads {torch.get_num_threads()}")
+        print(f"# roofline: peak GFLOP/s {peaks}; memory roof: cold rows (operands rotated through "
+              f"{cold_bytes() / 2**20:.0f} MiB, LLC {llc_bytes() / 2**20:.0f} MiB) the DRAM read bandwidth "
+              f"{dram_roof_gbps():.1f} GB/s, hot rows the best torch read bandwidth at their working-set size "
+              f"(e.g. {mem_roof_gbps(8 * 2**20):.1f} GB/s at 8 MiB); threads {torch.get_num_threads()}")
         self._header_printed = False
 
     def extra_cols(self, names: tuple, widths: tuple):
@@ -163,14 +239,15 @@ class Table:
         self.extra_names, self.extra_widths = names, widths
 
     def row(self, shape: str, dtype: str, t: Timing, bytes_moved: float, flops: float,
-            baseline_name: str, baseline: Timing, roof_dtype: str = "float32", extra: tuple = ()):
+            baseline_name: str, baseline: Timing, roof_dtype: str = "float32", extra: tuple = (),
+            cold: bool = False):
         if not self._header_printed:
             print("  ".join(c.rjust(w) for c, w in zip(self.COLS + self.extra_names, self.WIDTHS + self.extra_widths)))
             self._header_printed = True
         cells = (
-            shape, dtype, f"{t.median_s * 1e6:.1f}", f"{t.min_s * 1e6:.1f}", f"{t.max_s * 1e6:.1f}",
+            shape, dtype, "cold" if cold else "hot", f"{t.median_s * 1e6:.1f}", f"{t.min_s * 1e6:.1f}", f"{t.max_s * 1e6:.1f}",
             f"{bytes_moved / t.median_s / 1e9:.1f}", f"{flops / t.median_s / 1e9:.1f}",
-            f"{pct_of_roofline(bytes_moved, flops, t.median_s, roof_dtype):.0f}",
+            f"{pct_of_roofline(bytes_moved, flops, t.median_s, roof_dtype, cold):.0f}",
             baseline_name, f"{baseline.median_s / t.median_s:.2f}x",
         ) + tuple(extra)
         print("  ".join(str(c).rjust(w) for c, w in zip(cells, self.WIDTHS + self.extra_widths)), flush=True)

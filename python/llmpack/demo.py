@@ -39,6 +39,7 @@ def _linear_bytes(model) -> int:
 
 
 def run(method: str = "sparsegpt", new_tokens: int = 32, dtype: str = "bfloat16", eval_chunks: int = 4) -> int:
+    from ._progress import step
     from .data import corpus
     from .eval import perplexity
     from .models import load_smollm2
@@ -46,10 +47,9 @@ def run(method: str = "sparsegpt", new_tokens: int = 32, dtype: str = "bfloat16"
 
     torch.manual_seed(0)
     dt = getattr(torch, dtype)
-    t0 = time.perf_counter()
-    model, tok = load_smollm2(dtype=dt)
-    print(f"loaded SmolLM2-135M-Instruct ({dtype}) in {time.perf_counter() - t0:.1f}s, "
-          f"{torch.get_num_threads()} threads")
+    with step(f"loading SmolLM2-135M-Instruct from its GGUF file (dequantized to {dtype})"):
+        model, tok = load_smollm2(dtype=dt)
+    print(f"{torch.get_num_threads()} threads, llmpack ISA level {__import__('llmpack').active_isa()}")
 
     try:
         calib_text, eval_text, desc = corpus.calibration_and_eval_text()
@@ -59,7 +59,8 @@ def run(method: str = "sparsegpt", new_tokens: int = 32, dtype: str = "bfloat16"
         method = "magnitude"
     evals = corpus.tokenize_chunks(tok, eval_text, 256, eval_chunks) if eval_text else None
 
-    dense_text, dense_tps = _generate(model, tok, PROMPT, new_tokens)
+    with step(f"dense {dtype}: greedy generation of {new_tokens} tokens"):
+        dense_text, dense_tps = _generate(model, tok, PROMPT, new_tokens)
     dense_bytes = _linear_bytes(model)
     # The strongest dense baseline on a CPU is often fp32 (torch's bf16 GEMV is
     # slow on many CPUs): time it too. bf16 -> fp32 -> bf16 is exact.
@@ -67,19 +68,29 @@ def run(method: str = "sparsegpt", new_tokens: int = 32, dtype: str = "bfloat16"
     if dt != torch.float32:
         # transformers refuses .float() on GGUF-loaded models; cast tensors directly.
         cast = lambda d: torch.nn.Module._apply(model, lambda t: t.to(d) if t.is_floating_point() else t)  # noqa: E731
-        cast(torch.float32)
-        _, fp32_tps = _generate(model, tok, PROMPT, new_tokens)
-        cast(dt)
-    dense_ppl = perplexity(model, evals) if evals is not None else float("nan")
+        with step(f"dense float32 (same weights): greedy generation of {new_tokens} tokens"):
+            cast(torch.float32)
+            _, fp32_tps = _generate(model, tok, PROMPT, new_tokens)
+            cast(dt)
+    dense_ppl = float("nan")
+    if evals is not None:
+        with step(f"dense {dtype}: held-out perplexity over {evals.shape[0]}x{evals.shape[1]} tokens"):
+            dense_ppl = perplexity(model, evals, progress=True)
 
     calib = corpus.tokenize_chunks(tok, calib_text, 256, 16) if calib_text and method != "magnitude" else None
+    what = f"2:4 {method}" + (f", calibrated on {calib.shape[0]}x{calib.shape[1]} tokens" if calib is not None else "")
     t0 = time.perf_counter()
-    report = sparsify(model, method=method, calibration=calib, progress=False)
+    with step(f"{what}: pruning layer by layer and swapping in SparseLinear"):
+        report = sparsify(model, method=method, calibration=calib, progress=True)
     prune_s = time.perf_counter() - t0
 
-    sparse_text, sparse_tps = _generate(model, tok, PROMPT, new_tokens)
+    with step(f"2:4 {dtype}: greedy generation of {new_tokens} tokens"):
+        sparse_text, sparse_tps = _generate(model, tok, PROMPT, new_tokens)
     sparse_bytes = _linear_bytes(model)
-    sparse_ppl = perplexity(model, evals) if evals is not None else float("nan")
+    sparse_ppl = float("nan")
+    if evals is not None:
+        with step("2:4: held-out perplexity"):
+            sparse_ppl = perplexity(model, evals, progress=True)
 
     print(f"text: {desc}")
     print(f"2:4 {method}: {len(report.swapped)} Linears swapped for SparseLinear in {prune_s:.1f}s "

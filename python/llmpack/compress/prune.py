@@ -28,6 +28,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .._progress import progress as _progress
 from ..models import forward_no_cache
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
@@ -162,16 +163,6 @@ def sparsegpt_prune_weight(weight: torch.Tensor, H: torch.Tensor, n: int, m: int
 
 
 # ---------------------------------------------------------------- model walking
-
-def _progress(iterable, enabled: bool, **kw):
-    if enabled:
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            return iterable
-        return tqdm(iterable, **kw)
-    return iterable
-
 
 def _get_path(obj, path: str):
     for part in path.split("."):

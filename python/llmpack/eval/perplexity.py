@@ -8,6 +8,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from .._progress import progress as _progress
 from ..models import forward_no_cache
 
 
@@ -16,13 +17,13 @@ def _logits(out):
 
 
 @torch.no_grad()
-def perplexity(model, token_chunks: torch.Tensor, batch_size: int = 4) -> float:
+def perplexity(model, token_chunks: torch.Tensor, batch_size: int = 4, progress: bool = False) -> float:
     """exp(mean next-token NLL) over every predicted token of `token_chunks`
     (LongTensor [n, seq]); each chunk is scored independently from its start."""
     if token_chunks.ndim != 2 or token_chunks.shape[1] < 2:
         raise ValueError("token_chunks must be a LongTensor [n, seq] with seq >= 2")
     nll, count = 0.0, 0
-    for batch in token_chunks.split(batch_size):
+    for batch in _progress(token_chunks.split(batch_size), progress, desc="perplexity", unit="batch", leave=False):
         logits = _logits(forward_no_cache(model, batch))[:, :-1]
         targets = batch[:, 1:]
         nll += F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
