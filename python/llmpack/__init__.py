@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version as _pkg_version
 from . import _lib, _ops  # noqa: F401  (load library, register fakes)
 from ._lib import active_isa, cpu_isa, cuda_archs, set_isa, supported_isas
 from .nn import SparseLinear, sparsify
+from .io.checkpoint import load, save
 from .sparse24 import pad_k, sparse24_compress, sparse24_decompress, sparse24_linear
 
 try:
@@ -19,7 +20,7 @@ except PackageNotFoundError:  # running from a build tree
 __all__ = [
     "__version__", "active_isa", "cpu_isa", "cuda_archs", "set_isa", "supported_isas",
     "pad_k", "sparse24_compress", "sparse24_decompress", "sparse24_linear",
-    "SparseLinear", "sparsify", "prune",
+    "SparseLinear", "sparsify", "prune", "save", "load",
 ]
 
 

@@ -60,7 +60,12 @@ def tiny_llama(seed: int = 0, *, vocab_size: int = 128, hidden_size: int = 64, l
         max_position_embeddings=256, tie_word_embeddings=True,
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(cfg).to(dtype)
+    # Initialised in fp32, then only the parameters cast: a whole-module
+    # .to(bf16) would also round the rotary inv_freq buffer, which
+    # transformers keeps in fp32 (and a reload would then differ).
+    model = LlamaForCausalLM(cfg)
+    for p in model.parameters():
+        p.data = p.data.to(dtype)
     model.requires_grad_(False)
     return model.eval()
 

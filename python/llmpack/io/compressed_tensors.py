@@ -75,3 +75,64 @@ def from_sparse24_bitmask(compressed: torch.Tensor, bitmask: torch.Tensor,
         raise ValueError(f"from_sparse24_bitmask: row {row}, group {g} (columns {4 * g}..{4 * g + 3}) "
                          "does not keep exactly 2 of 4")
     return compressed.clone(), meta
+
+
+def load_compressed_tensors(cfg: dict, qc: dict, reader, model):
+    """Fill ``model`` (a skeleton from config.json) from a compressed-tensors
+    folder whose ``sparsity_config.format`` is ``sparse-24-bitmask``: every
+    Linear stored as ``<name>.compressed / .bitmask / .shape`` becomes a
+    SparseLinear (bit-exact: same kept values), everything else loads as is.
+    ``reader`` is llmpack.io.checkpoint's file reader."""
+    from torch import nn
+
+    from ..nn.sparse_linear import SparseLinear
+    from .checkpoint import _check_like, _set_module, fill_from_files
+
+    sc = qc.get("sparsity_config") or {}
+    fmt = sc.get("format") if isinstance(sc, dict) else None
+    if fmt != "sparse-24-bitmask":
+        raise ValueError(f"config.json: compressed-tensors checkpoint with sparsity format {fmt!r}; llmpack reads "
+                         "'sparse-24-bitmask' (quantized compressed-tensors formats: not yet)")
+    if qc.get("config_groups"):
+        raise ValueError("config.json: this compressed-tensors checkpoint is also quantized (config_groups); "
+                         "llmpack reads 2:4 sparse-24-bitmask ones without quantization")
+    names = set(reader.names())
+    prefixes = sorted(n[: -len(".bitmask")] for n in names if n.endswith(".bitmask"))
+    done, consumed = set(), set()
+    for prefix in prefixes:
+        parts = [f"{prefix}.{p}" for p in ("compressed", "bitmask", "shape")]
+        missing = [p for p in parts if p not in names]
+        if missing:
+            raise ValueError(f"compressed-tensors tensor {prefix!r}: {missing[0]} is missing")
+        try:
+            lin = model.get_submodule(prefix)
+        except AttributeError:
+            raise ValueError(f"compressed-tensors tensor {prefix!r}: no such module in the model") from None
+        if not isinstance(lin, nn.Linear):
+            raise ValueError(f"compressed-tensors tensor {prefix!r}: module is {type(lin).__name__}, not a Linear")
+        comp_shape, comp_dtype = reader.shape_dtype(parts[0])
+        if comp_shape != (lin.out_features, lin.in_features // 2):
+            raise ValueError(f"tensor {parts[0]!r}: shape {list(comp_shape)}, the model's "
+                             f"{lin.in_features}->{lin.out_features} Linear needs "
+                             f"{[lin.out_features, lin.in_features // 2]}")
+        try:
+            values, meta = from_sparse24_bitmask(reader.get(parts[0]), reader.get(parts[1]), reader.get(parts[2]))
+        except ValueError as err:
+            raise ValueError(f"compressed-tensors module {prefix!r}: {err}") from err
+        if (values.shape[0], values.shape[1] * 2) != (lin.out_features, lin.in_features):
+            raise ValueError(f"tensor {parts[2]!r}: dense shape {[values.shape[0], values.shape[1] * 2]} does not "
+                             f"match the model's {lin.in_features}->{lin.out_features} Linear")
+        dtype = lin.weight.dtype
+        sparse = SparseLinear(lin.in_features, lin.out_features, lin.bias is not None, dtype=dtype)
+        sparse.values.copy_(values.to(dtype))
+        sparse.meta.copy_(meta)
+        if lin.bias is not None:
+            if f"{prefix}.bias" not in names:
+                raise ValueError(f"compressed-tensors module {prefix!r}: {prefix}.bias is missing")
+            _check_like(reader, f"{prefix}.bias", sparse.bias, float_ok=True)
+            sparse.bias.data.copy_(reader.get(f"{prefix}.bias").to(dtype))
+            consumed.add(f"{prefix}.bias")
+        _set_module(model, prefix, sparse)
+        consumed.update(parts)
+        done.update(f"{prefix}.{k}" for k in sparse.state_dict())
+    return fill_from_files(model, reader, {}, done=done, consumed=consumed)

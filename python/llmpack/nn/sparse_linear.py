@@ -6,8 +6,19 @@ from torch import nn
 
 from .. import _ops
 from ..sparse24 import pad_k
+from .formats import register_format
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def _positive_int(spec: dict, key: str) -> int:
+    v = spec[key]
+    if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+        raise ValueError(f"{key} must be a positive integer, got {v!r}")
+    return v
+
+
+@register_format
 class SparseLinear(nn.Module):
     """``y = x @ W^T + bias`` with ``W [out, in]`` stored as 2:4 ``values`` +
     ``meta`` (layout: csrc/sparse24/sparse24.h), half the weight bytes plus
@@ -47,6 +58,33 @@ class SparseLinear(nn.Module):
         if linear.bias is not None:
             mod.bias.data.copy_(linear.bias.detach())
         return mod
+
+    llmpack_format = "sparse24"
+
+    def llmpack_spec(self) -> dict:
+        return {"format": self.llmpack_format, "in_features": self.in_features,
+                "out_features": self.out_features, "bias": self.bias is not None,
+                "dtype": str(self.values.dtype).removeprefix("torch.")}
+
+    @classmethod
+    def from_llmpack_spec(cls, spec: dict, dtype=None) -> "SparseLinear":
+        if spec.get("dtype") not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {spec.get('dtype')!r}")
+        if not isinstance(spec.get("bias"), bool):
+            raise ValueError(f"bias must be true or false, got {spec.get('bias')!r}")
+        return cls(_positive_int(spec, "in_features"), _positive_int(spec, "out_features"), spec["bias"],
+                   dtype=dtype or _DTYPES[spec["dtype"]])
+
+    def validate_loaded(self, name: str):
+        """Every metadata nibble valid (and a padding nibble 0), checked once at
+        load so a corrupted file fails there, naming the tensor and row. The
+        decompress kernel validates; rows go in slices to bound the memory."""
+        step = max(1, (1 << 24) // max(1, self.values.shape[1] * 2))
+        for r0 in range(0, self.values.shape[0], step):
+            try:
+                _ops.sparse24_decompress(self.values[r0:r0 + step], self.meta[r0:r0 + step])
+            except RuntimeError as err:
+                raise ValueError(f"{name}.meta (rows from {r0}): {err}") from err
 
     def dense_weight(self) -> torch.Tensor:
         """The weight as a dense [out, in] tensor (exact)."""
