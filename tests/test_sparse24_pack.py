@@ -123,3 +123,19 @@ def test_uses_torch_threads(isa):
     finally:
         torch.set_num_threads(before)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_misaligned_tensors_from_a_file_buffer_are_read_correctly(isa):
+    """A tensor viewed from a file buffer at an odd offset (safetensors with a
+    hostile header can produce one) is copied to aligned memory first: the
+    kernels read elements through typed pointers."""
+    torch.manual_seed(0)
+    w = torch.randn(6, 16)
+    w.view(6, 4, 4)[..., 2:] = 0
+    values, meta = llmpack.sparse24_compress(w)
+    raw = bytearray(1) + bytearray(values.numpy().tobytes())
+    odd = torch.frombuffer(raw, dtype=torch.float32, offset=1, count=values.numel()).view(values.shape)
+    assert odd.data_ptr() % 4 != 0
+    assert torch.equal(llmpack.sparse24_decompress(odd, meta), w)
+    x = torch.randn(3, 16)
+    torch.testing.assert_close(llmpack.sparse24_linear(x, odd, meta), llmpack.sparse24_linear(x, values, meta))

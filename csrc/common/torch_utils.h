@@ -11,6 +11,7 @@
 #include <torch/headeronly/util/Exception.h>
 
 #include <array>
+#include <cstdint>
 #include <initializer_list>
 #include <optional>
 #include <sstream>
@@ -84,7 +85,15 @@ inline void check_cpu_or_cuda(const Tensor& t, const char* op, const char* arg) 
 
 // Kernels read dense row-major memory. A strided view is made contiguous here
 // (a copy), which is what a caller passing a transposed weight expects.
-inline Tensor dense(const Tensor& t) { return t.is_contiguous() ? t : torch::stable::contiguous(t); }
+// Contiguous and aligned to its element size: kernels read elements through
+// typed pointers, and a tensor viewed from a file buffer (safetensors at an
+// odd offset) can start anywhere. Such a tensor is copied, as a strided one is.
+inline Tensor dense(const Tensor& t) {
+  const auto addr = reinterpret_cast<uintptr_t>(t.const_data_ptr());
+  const bool aligned = t.numel() == 0 || addr % static_cast<uintptr_t>(t.element_size()) == 0;
+  if (t.is_contiguous() && aligned) return t;
+  return aligned ? torch::stable::contiguous(t) : torch::stable::clone(t);
+}
 
 // Row-major strides of a contiguous tensor of these sizes.
 inline std::vector<int64_t> contiguous_strides(const std::vector<int64_t>& sizes) {

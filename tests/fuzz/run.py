@@ -69,14 +69,20 @@ def child(name: str, seconds: int, corpus: str, artifacts: str):
 def run_target(name: str, seconds: int, out: str) -> dict:
     corpus, artifacts = os.path.join(out, name, "corpus"), os.path.join(out, name)
     os.makedirs(artifacts, exist_ok=True)
+    env = sanitized_env()
+    # Sanitizer reports of this target go next to its artifacts (and into the summary).
+    for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
+        env[var] = re.sub(r"log_path=[^:]*", f"log_path={artifacts}/report", env.get(var, ""))
     start = time.time()
     log_path = os.path.join(artifacts, "log.txt")
     # Output to a file, not a pipe: a symbolizer started for a report may
     # outlive the process and keep a pipe open.
     with open(log_path, "w") as log_file:
         proc = subprocess.run([sys.executable, __file__, "--child", name, "--seconds", str(seconds), "--out", out],
-                              env=sanitized_env(), stdout=log_file, stderr=subprocess.STDOUT, timeout=seconds + 600)
+                              env=env, stdout=log_file, stderr=subprocess.STDOUT, timeout=seconds + 600)
     log = open(log_path, errors="replace").read()
+    for report in sorted(glob.glob(os.path.join(artifacts, "report.*"))):
+        log += f"\n--- sanitizer report {report}:\n" + open(report, errors="replace").read()[:8000]
     runs = re.findall(r"stat::number_of_executed_units:\s*(\d+)", log) or re.findall(r"Done (\d+) runs", log)
     crashes = sorted(glob.glob(os.path.join(artifacts, "crash-*")) + glob.glob(os.path.join(artifacts, "timeout-*"))
                      + glob.glob(os.path.join(artifacts, "oom-*")))

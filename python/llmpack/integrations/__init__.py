@@ -1,0 +1,1 @@
+"""Integrations with serving engines (imported only on demand)."""
