@@ -7,6 +7,7 @@
 // Record failures (e.g. an atomic "first bad index") and check them after.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 
 namespace llmpack {
@@ -33,6 +34,14 @@ static inline int64_t grain_for(int64_t work_per_iter, int64_t min_work = 1 << 1
   if (work_per_iter <= 0) return 1;
   int64_t g = min_work / work_per_iter;
   return g < 1 ? 1 : g;
+}
+
+// Lowers `slot` to v if v is smaller: the kernels' "first bad index" output,
+// written from many pool threads.
+static inline void record_min(std::atomic<int64_t>& slot, int64_t v) {
+  int64_t cur = slot.load(std::memory_order_relaxed);
+  while (v < cur && !slot.compare_exchange_weak(cur, v, std::memory_order_relaxed)) {
+  }
 }
 
 }  // namespace llmpack

@@ -25,12 +25,6 @@
 namespace llmpack::sparse24::LLMPACK_ISA_NS {
 namespace {
 
-inline void record_min(std::atomic<int64_t>& slot, int64_t v) {
-  int64_t cur = slot.load(std::memory_order_relaxed);
-  while (v < cur && !slot.compare_exchange_weak(cur, v, std::memory_order_relaxed)) {
-  }
-}
-
 template <class Bits>
 void compress_rows(const CompressParams& p, int64_t r0, int64_t r1, std::atomic<int64_t>& bad) {
   const int64_t groups = p.cols / kGroup, mcols = meta_cols(p.cols);
