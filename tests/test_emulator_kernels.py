@@ -172,6 +172,50 @@ def _cases():
             yield pytest.param(name, c, id=f"{name}-{c}".replace(" ", "").replace("torch.", ""))
 
 
+# ---- DFloat11 decode (one thread per chunk, table in shared memory) ---------------------------
+def df11_case_tensor(n: int, seed: int) -> torch.Tensor:
+    """bf16 values whose exponents span a trained weight's range plus rare
+    ones (zeros, subnormals, Inf/NaN) so long and short codes both occur."""
+    from llmpack.reference import df11 as ref_df11  # noqa: F401
+
+    g = torch.Generator().manual_seed(seed)
+    w = (torch.randn(n, generator=g) * 0.02).bfloat16()
+    special = torch.tensor([0, 0x8000, 1, 0x7F80, 0x7FC1, 0xFF80, 0x3F80], dtype=torch.int32).to(torch.int16)
+    k = min(n, special.numel())
+    w.view(torch.int16)[:k] = special[:k]
+    return w
+
+
+DF11_SIZES = (1, 7, 2047, 2048, 2049, 5000, 9000)
+
+
+@kernel_check(covers=("df11_decode", "df11_decode_into"), cases=DF11_SIZES)
+def df11_decode(ops, n):
+    from llmpack.reference import df11 as ref_df11
+
+    needs_error_slot(ops)
+    w = df11_case_tensor(n, seed=n)
+    parts = ref_df11.encode(w)
+    out = ops.df11_decode(*parts)
+    assert torch.equal(out.view(torch.int16), w.view(torch.int16)), "decode not bit-exact"
+    buf = torch.full((n,), float("nan"), dtype=torch.bfloat16)
+    ops.df11_decode_into(*parts, buf)
+    assert torch.equal(buf.view(torch.int16), w.view(torch.int16))
+
+
+@kernel_check(covers=("df11_linear",), cases=[(1, 16, 8), (3, 100, 21), (5, 64, 64)])
+def df11_linear(ops, case):
+    from llmpack.reference import df11 as ref_df11
+
+    m, k, n = case
+    w = df11_case_tensor(n * k, seed=k)[: n * k].view(n, k).clone()
+    w.view(torch.int16)[:1, :7] = torch.tensor([0x3F80] * 7, dtype=torch.int16)[: min(7, k)]  # finite values only
+    x = (torch.randn(m, k) * 0.5).bfloat16()
+    got = ops.df11_linear(x, *ref_df11.encode(w), n, None)
+    torch.testing.assert_close(got, torch.nn.functional.linear(x, w), rtol=0, atol=0)
+
+
+
 @pytest.mark.parametrize("name,case", list(_cases()))
 def test_kernel_matches_reference(ops, schedule, name, case):
     KERNEL_CHECKS[name][0](ops, case)
@@ -242,3 +286,15 @@ def test_empty_shapes_launch_nothing(ops):
 
 def test_emulator_library_is_the_expected_build(ops):
     assert ops.is_asan == (simt.current_kind() == "asan")
+
+
+def test_df11_corrupted_chunk_is_named(ops):
+    from llmpack.reference import df11 as ref_df11
+
+    needs_error_slot(ops)
+    w = df11_case_tensor(3 * 2048, seed=3)
+    lengths, stream, offsets, sm = ref_df11.encode(w)
+    bad = offsets.to(torch.int64)
+    bad[2] = bad[1]  # chunk 1 gets no bytes at all
+    with pytest.raises(RuntimeError, match="corrupted stream in chunk 1"):
+        ops.df11_decode(lengths, stream, bad.to(torch.uint32), sm)

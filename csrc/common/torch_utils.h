@@ -50,6 +50,7 @@ inline const char* dtype_name(ScalarType t) {
     case ScalarType::Int: return "int32";
     case ScalarType::Long: return "int64";
     case ScalarType::Bool: return "bool";
+    case ScalarType::UInt32: return "uint32";
     default: return "an unsupported dtype";
   }
 }
@@ -169,5 +170,26 @@ struct CudaContext {
         stream(torch::stable::accelerator::getCurrentStream(t.get_device_index()).nativeHandle()) {}
 };
 #endif
+
+// CUDA kernels report the first bad index through one device int64 that
+// starts at "none" (-1, i.e. all ones for their unsigned atomicMin); reading
+// it back costs one sync. -1 is the largest value for an unsigned atomicMin
+// and, unlike INT64_MAX, exactly representable in fill_'s double.
+inline Tensor error_slot(const Tensor& like) {
+  Tensor slot = new_empty(like, {1}, ScalarType::Long);
+  torch::stable::fill_(slot, -1.0);
+  return slot;
+}
+
+// The slot's value, or INT64_MAX (the kernels' "no error") when untouched.
+inline int64_t read_slot(const Tensor& slot) {
+  Tensor host = torch::stable::to(slot, torch::stable::Device(torch::headeronly::DeviceType::CPU));
+  const int64_t v = *static_cast<const int64_t*>(host.const_data_ptr());
+  return v == -1 ? INT64_MAX : v;
+}
+
+inline void check_launch(int err, const char* op) {
+  LLMPACK_CHECK(err == 0, op, ": CUDA kernel launch failed (cudaError ", err, ")");
+}
 
 }  // namespace llmpack

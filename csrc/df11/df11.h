@@ -9,16 +9,17 @@
 // Container for n bf16 values (a tensor of any shape, flattened row-major):
 //   lengths  uint8 [256]      code length of exponent e (0: e does not occur).
 //                             1 <= length <= kMaxCodeLen; sum of 2^-length <= 1.
-//   stream   uint8 [S + 8]    the exponent codes. The values are cut into
+//   stream   uint8 [S + 16]   the exponent codes. The values are cut into
 //                             chunks of kChunk (the last may be shorter);
 //                             chunk c's codes start at byte offsets[c], in
 //                             element order, LSB-first (bit i of the stream is
 //                             bit i % 8 of byte i / 8; a code's first bit is its
 //                             most significant), and end within its bytes
 //                             [offsets[c], offsets[c + 1]) (the last byte is
-//                             zero-padded). S = offsets[nchunks]; the 8 zero
-//                             bytes after it let decoders read 64 bits at any
-//                             position inside the stream.
+//                             zero-padded). S = offsets[nchunks]; the 16 zero
+//                             bytes after it let decoders read 64 bits up to
+//                             48 bits past any chunk's end (they check bounds
+//                             once per 4 table lookups, not per lookup).
 //   offsets  uint32 [nchunks + 1], nondecreasing, offsets[0] = 0.
 //   sm       uint8 [n]        (sign << 7) | mantissa of each value.
 // The code is the canonical one for `lengths`: codes are assigned in order of
@@ -45,7 +46,7 @@ constexpr int kChunk = 2048;      // values per independently decodable chunk
 constexpr int kMaxCodeLen = 12;   // longest exponent code
 constexpr int kLutBits = 12;      // bits per table lookup
 constexpr int kLutSize = 1 << kLutBits;
-constexpr int kGuardBytes = 8;    // zero bytes after the stream
+constexpr int kGuardBytes = 16;   // zero bytes after the stream
 constexpr int kSymbols = 256;
 
 LLMPACK_HD int64_t num_chunks(int64_t n) { return (n + kChunk - 1) / kChunk; }

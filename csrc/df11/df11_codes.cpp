@@ -74,19 +74,20 @@ void package_merge_lengths(const int64_t* counts, int max_len, uint8_t* lengths)
 
 void chunk_offsets(const uint8_t* exponents, int64_t n, const uint8_t* lengths, uint32_t* offsets) {
   const int64_t chunks = num_chunks(n);
-  std::vector<int64_t> bytes(size_t(chunks));
+  std::vector<int64_t> sizes(static_cast<size_t>(chunks));
+  int64_t* size_of = sizes.data();
   parallel_for(0, chunks, grain_for(kChunk, 1 << 16), [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       int64_t bits = 0;
       const int64_t e = std::min(n, (c + 1) * kChunk);
       for (int64_t i = c * kChunk; i < e; ++i) bits += lengths[exponents[i]];
-      bytes[size_t(c)] = (bits + 7) / 8;
+      size_of[c] = (bits + 7) / 8;
     }
   });
   uint64_t off = 0;
   offsets[0] = 0;
   for (int64_t c = 0; c < chunks; ++c) {
-    off += uint64_t(bytes[size_t(c)]);
+    off += uint64_t(sizes[size_t(c)]);
     offsets[c + 1] = static_cast<uint32_t>(off);  // the op checks the total fits 32 bits first
   }
 }

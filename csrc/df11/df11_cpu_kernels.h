@@ -73,52 +73,136 @@ void encode(const uint8_t* exponents, int64_t n, const uint8_t* lengths, const u
 
 // --------------------------------------------------------------- decoding
 
-// Exponents of chunk c into exp[0 .. count) (exp has 2 slack bytes: an entry
-// writes its 3 symbols unconditionally). False when the bits are not
-// exactly `count` codes inside the chunk's bytes.
-inline bool decode_chunk_exponents(const DecodeParams& p, int64_t c, int64_t count, uint8_t* exp,
-                                   const uint8_t* lengths_of) {
-  uint64_t pos = uint64_t(p.offsets[c]) * 8;
-  const uint64_t end = uint64_t(p.offsets[c + 1]) * 8;
-  int64_t i = 0;
-  // Whole entries while at least 3 values remain; each check of `pos < end`
-  // keeps every 64-bit read inside the chunk's bytes + the stream's guard.
-  while (i + 3 <= count) {
-    if (pos >= end) return false;
-    const uint64_t bits = peek64(p.stream, pos);
-    const uint32_t e0 = p.lut[bits & (kLutSize - 1)];
-    const unsigned n0 = lut_count(e0), b0 = lut_bits(e0);
-    std::memcpy(exp + i, &e0, 3);  // little endian: s0 s1 s2 in bytes 0..2
-    i += n0;
-    if (n0 == 0) return false;
-    pos += b0;
-  }
-  // Tail: one value at a time, by its code length.
-  while (i < count) {
-    if (pos >= end) return false;
-    const uint32_t e = p.lut[peek64(p.stream, pos) & (kLutSize - 1)];
+// 64 stream bits at bit `pos` as one unaligned load (peek64 in df11.h is the
+// portable byte-wise form the CUDA kernel uses).
+inline uint64_t load_bits(const uint8_t* stream, uint64_t pos) {
+  uint64_t w;
+  std::memcpy(&w, stream + (pos >> 3), 8);
+  return w >> (pos & 7);
+}
+
+// The decoder state of one chunk.
+struct Cursor {
+  uint64_t pos, end;
+  int64_t i, count;
+  uint8_t* exp;
+};
+
+inline Cursor cursor(const DecodeParams& p, int64_t c, uint8_t* exp) {
+  const int64_t first = c * kChunk;
+  return {uint64_t(p.offsets[c]) * 8, uint64_t(p.offsets[c + 1]) * 8, 0, std::min<int64_t>(kChunk, p.n - first), exp};
+}
+
+// One table entry (up to 3 values) for a cursor with >= 3 values left. Each
+// `pos < end` check keeps every 64-bit read inside the chunk's bytes + the
+// stream's guard. False on a corrupted stream.
+inline bool step(const DecodeParams& p, Cursor& k) {
+  if (k.pos >= k.end) return false;
+  const uint32_t e = p.lut[load_bits(p.stream, k.pos) & (kLutSize - 1)];
+  std::memcpy(k.exp + k.i, &e, 4);  // little endian: s0 s1 s2 in bytes 0..2, + 1 slack byte
+  k.i += lut_count(e);
+  k.pos += lut_bits(e);
+  return lut_count(e) != 0;
+}
+
+// The rest of a chunk, one value at a time by its code length; then the
+// chunk must end inside its bytes.
+inline bool finish(const DecodeParams& p, Cursor& k) {
+  while (k.i + 3 <= k.count)
+    if (!step(p, k)) return false;
+  while (k.i < k.count) {
+    if (k.pos >= k.end) return false;
+    const uint32_t e = p.lut[load_bits(p.stream, k.pos) & (kLutSize - 1)];
     if (lut_count(e) == 0) return false;
     const unsigned s = lut_symbol(e, 0);
-    exp[i++] = static_cast<uint8_t>(s);
-    pos += lengths_of[s];
+    k.exp[k.i++] = static_cast<uint8_t>(s);
+    k.pos += p.lengths[s];
   }
-  return pos <= end;
+  return k.pos <= k.end;
+}
+
+// Exponents of chunks c .. c + W - 1 (all full) decoded together: W
+// independent lookup chains in flight hide the table-load latency that bounds
+// one chain. Per chain and round: one 64-bit read, then 4 table entries from
+// it (<= 48 of its >= 57 valid bits). Only (pos, i) per chain live in the
+// loop, in arrays indexed by compile-time constants (registers, not stack).
+// Bounds are checked once per round: a round reads at most 6 bytes past a
+// chunk's end, inside the stream's 16 guard bytes at worst. Returns the index
+// of a bad chunk, or -1.
+template <int W>
+int64_t decode_group(const DecodeParams& p, int64_t c, uint8_t (*exp)[kChunk + 8]) {
+  uint64_t pos[W], end[W];
+  int64_t i[W];
+  for (int j = 0; j < W; ++j) {
+    pos[j] = uint64_t(p.offsets[c + j]) * 8;
+    end[j] = uint64_t(p.offsets[c + j + 1]) * 8;
+    i[j] = 0;
+  }
+  const uint32_t* lut = p.lut;
+  const uint8_t* stream = p.stream;
+  unsigned valid = 1;
+  // Full chunks advance at nearly the same rate: run rounds while every chain
+  // has room for 12 more values, then finish each chain alone.
+  for (;;) {
+    bool room = true, inside = true;
+    for (int j = 0; j < W; ++j) {
+      room &= i[j] + 12 <= kChunk;
+      inside &= pos[j] < end[j];
+    }
+    if (!room || !inside) break;
+    uint64_t bits[W];
+    for (int j = 0; j < W; ++j) bits[j] = load_bits(stream, pos[j]);
+    for (int r = 0; r < 4; ++r)
+      for (int j = 0; j < W; ++j) {
+        const uint32_t e = lut[bits[j] & (kLutSize - 1)];
+        std::memcpy(exp[j] + i[j], &e, 4);  // 3 symbols + 1 byte of slack
+        i[j] += lut_count(e);
+        valid &= lut_count(e) != 0;
+        bits[j] >>= lut_bits(e);
+        pos[j] += lut_bits(e);
+      }
+    if (!valid) break;
+  }
+  for (int j = 0; j < W; ++j) {
+    Cursor k{pos[j], end[j], i[j], kChunk, exp[j]};
+    if (!valid || !finish(p, k)) {
+      for (int q = 0; q < W; ++q) {  // name the first chunk that fails on its own
+        Cursor alone = cursor(p, c + q, exp[q]);
+        if (!finish(p, alone)) return c + q;
+      }
+      return c + j;
+    }
+  }
+  return -1;
 }
 
 inline void join(const uint8_t* exp, const uint8_t* sm, uint16_t* out, int64_t count) {
   for (int64_t i = 0; i < count; ++i) out[i] = combine(exp[i], sm[i]);  // vectorised by the compiler
 }
 
+// Chunks [c0, c1) into out_base (which holds values from out_first on).
 void decode_chunks(const DecodeParams& p, int64_t c0, int64_t c1, std::atomic<int64_t>& bad, uint16_t* out_base,
                    int64_t out_first) {
-  alignas(64) uint8_t exp[kChunk + 4];
-  for (int64_t c = c0; c < c1; ++c) {
-    const int64_t first = c * kChunk, count = std::min<int64_t>(kChunk, p.n - first);
-    if (!decode_chunk_exponents(p, c, count, exp, p.lengths)) {
+  constexpr int W = 8;
+  alignas(64) uint8_t exp[W][kChunk + 8];
+  const int64_t full = p.n / kChunk;  // chunks with exactly kChunk values
+  int64_t c = c0;
+  for (; c + W <= std::min(c1, full); c += W) {
+    const int64_t b = decode_group<W>(p, c, exp);
+    if (b >= 0) {
+      record_min(bad, b);
+      return;
+    }
+    for (int j = 0; j < W; ++j)
+      join(exp[j], p.sm + (c + j) * kChunk, out_base + ((c + j) * kChunk - out_first), kChunk);
+  }
+  for (; c < c1; ++c) {
+    Cursor k = cursor(p, c, exp[0]);
+    if (!finish(p, k)) {
       record_min(bad, c);
       return;
     }
-    join(exp, p.sm + first, out_base + (first - out_first), count);
+    join(exp[0], p.sm + c * kChunk, out_base + (c * kChunk - out_first), k.count);
   }
 }
 

@@ -276,9 +276,67 @@ Tensor decode_official_op_cpu(Tensor luts_in, Tensor encoded_in, Tensor sm_in, T
   return out;
 }
 
+// ---------------------------------------------------------------- CUDA
+
+#if defined(LLMPACK_WITH_CUDA)
+void decode_into_cuda(const Container& c, uint16_t* out, const char* op) {
+  CudaContext ctx(c.sm);
+  Tensor slot = error_slot(c.sm);
+  check_launch(decode_cuda(static_cast<const uint8_t*>(c.lengths.const_data_ptr()),
+                           static_cast<const uint8_t*>(c.stream.const_data_ptr()),
+                           static_cast<const uint32_t*>(c.offsets.const_data_ptr()),
+                           static_cast<const uint8_t*>(c.sm.const_data_ptr()), out, c.n,
+                           static_cast<int64_t*>(slot.mutable_data_ptr()), ctx.stream),
+               op);
+  const int64_t bad = read_slot(slot);
+  if (bad != kNoError) fail_bad_chunk(op, bad);
+}
+
+Tensor decode_op_cuda(Tensor lengths, Tensor stream, Tensor offsets, Tensor sm) {
+  const Container c = check_container(lengths, stream, offsets, sm, "df11_decode");
+  Tensor out = new_empty(c.sm, {c.n}, ScalarType::BFloat16);
+  if (c.n > 0) decode_into_cuda(c, static_cast<uint16_t*>(out.mutable_data_ptr()), "df11_decode");
+  return out;
+}
+
+void decode_into_op_cuda(Tensor lengths, Tensor stream, Tensor offsets, Tensor sm, Tensor out) {
+  constexpr const char* op = "df11_decode_into";
+  const Container c = check_container(lengths, stream, offsets, sm, op);
+  check_out(out, c, op);
+  if (c.n > 0) decode_into_cuda(c, static_cast<uint16_t*>(out.mutable_data_ptr()), op);
+}
+
+// Decode into a buffer just before use, then cuBLAS (the decode is cheap next
+// to reading the weight: the paper's scheme on GPU).
+Tensor linear_op_cuda(Tensor x_in, Tensor lengths, Tensor stream, Tensor offsets, Tensor sm, int64_t out_features,
+                      std::optional<Tensor> bias) {
+  constexpr const char* op = "df11_linear";
+  const Container c = check_container(lengths, stream, offsets, sm, op);
+  check_cpu_or_cuda(x_in, op, "x");
+  check_same_device(x_in, c.sm, op, "x", "sign_mantissa");
+  check_dtype(x_in, {ScalarType::BFloat16}, op, "x");
+  LLMPACK_CHECK(x_in.dim() >= 1, op, ": x must have at least 1 dim");
+  const int64_t k = x_in.size(x_in.dim() - 1), n = out_features;
+  LLMPACK_CHECK(n >= 0 && n * k == c.n, op, ": the compressed weight has ", c.n, " values, not out_features x K = ",
+                n, " x ", k, " (x's last dim)");
+  Tensor w = new_empty(c.sm, {n, k}, ScalarType::BFloat16);
+  if (c.n > 0) decode_into_cuda(c, static_cast<uint16_t*>(w.mutable_data_ptr()), op);
+  return aten_linear(x_in, w, bias);
+}
+#endif
+
 }  // namespace
 }  // namespace llmpack::df11
 
+#if defined(LLMPACK_WITH_CUDA)
+LLMPACK_CUDA_IMPL(m) {
+  m.impl("df11_decode", TORCH_BOX(&llmpack::df11::decode_op_cuda));
+  m.impl("df11_decode_into", TORCH_BOX(&llmpack::df11::decode_into_op_cuda));
+  m.impl("df11_linear", TORCH_BOX(&llmpack::df11::linear_op_cuda));
+}
+#endif
+
+#if !defined(LLMPACK_SIMT_EMULATION)
 LLMPACK_CPU_IMPL(m) {
   m.impl("df11_encode", TORCH_BOX(&llmpack::df11::encode_cpu));
   m.impl("df11_decode", TORCH_BOX(&llmpack::df11::decode_cpu));
@@ -286,3 +344,4 @@ LLMPACK_CPU_IMPL(m) {
   m.impl("df11_linear", TORCH_BOX(&llmpack::df11::linear_cpu));
   m.impl("df11_decode_official", TORCH_BOX(&llmpack::df11::decode_official_op_cpu));
 }
+#endif

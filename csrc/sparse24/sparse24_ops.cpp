@@ -275,27 +275,6 @@ Tensor meta_to_cutlass_op_cpu(Tensor meta_in) {
 }
 
 #if defined(LLMPACK_WITH_CUDA)
-// The kernels report the first bad index through one device int64 that starts
-// at "none" (-1, i.e. all ones for their unsigned atomicMin); reading it back
-// costs one sync, acceptable for offline packing.
-Tensor error_slot(const Tensor& like) {
-  Tensor slot = new_empty(like, {1}, ScalarType::Long);
-  // -1 (all ones) is the largest value for the kernels' unsigned atomicMin and,
-  // unlike kNoError (2^63 - 1), exactly representable in fill_'s double.
-  torch::stable::fill_(slot, -1.0);
-  return slot;
-}
-
-int64_t read_slot(const Tensor& slot) {
-  Tensor host = torch::stable::to(slot, torch::stable::Device(torch::headeronly::DeviceType::CPU));
-  const int64_t v = *static_cast<const int64_t*>(host.const_data_ptr());
-  return v == -1 ? kNoError : v;
-}
-
-void check_launch(int err, const char* op) {
-  LLMPACK_CHECK(err == 0, op, ": CUDA kernel launch failed (cudaError ", err, ")");
-}
-
 std::tuple<Tensor, Tensor> compress_cuda(Tensor w_in) {
   check_compress_args(w_in);
   Tensor w = dense(w_in);

@@ -8,7 +8,8 @@ from importlib.metadata import PackageNotFoundError, version as _pkg_version
 
 from . import _lib, _ops  # noqa: F401  (load library, register fakes)
 from ._lib import active_isa, cpu_isa, cuda_archs, set_isa, supported_isas
-from .nn import SparseLinear, sparsify
+from . import df11
+from .nn import DF11Embedding, DF11Linear, SparseLinear, compress_lossless, sparsify
 from .io.checkpoint import load, save
 from .sparse24 import pad_k, sparse24_compress, sparse24_decompress, sparse24_linear
 
@@ -21,6 +22,7 @@ __all__ = [
     "__version__", "active_isa", "cpu_isa", "cuda_archs", "set_isa", "supported_isas",
     "pad_k", "sparse24_compress", "sparse24_decompress", "sparse24_linear",
     "SparseLinear", "sparsify", "prune", "save", "load",
+    "df11", "DF11Linear", "DF11Embedding", "compress_lossless",
 ]
 
 

@@ -71,3 +71,71 @@ def sparse24_meta_to_cutlass(meta: torch.Tensor) -> torch.Tensor:
     """2:4 ``meta [N, ceil(K/8)]`` -> flat uint8 metadata in CUTLASS's sm80 sparse-GEMM layout
     (``round_up(N, 32) * round_up(ceil(K/8), 4)`` bytes, validated; csrc/sparse24/sparse24_reorder.h)."""
     return _ops.sparse24_meta_to_cutlass(meta)
+
+
+# --------------------------------------------------------------------------
+# DFloat11 (csrc/df11/df11.h)
+# --------------------------------------------------------------------------
+DF11_CHUNK = 2048       # values per independently decodable chunk
+DF11_GUARD_BYTES = 16   # zero bytes after the stream
+
+
+def _df11_chunks(n: int) -> int:
+    return (n + DF11_CHUNK - 1) // DF11_CHUNK
+
+
+@torch.library.register_fake("llmpack::df11_encode")
+def _(W):
+    torch._check(W.dtype == torch.bfloat16, lambda: f"df11_encode: W must be bfloat16, got {W.dtype}")
+    n = W.numel()
+    stream_bytes = torch.library.get_ctx().new_dynamic_size()  # depends on the data
+    return (W.new_empty(256, dtype=torch.uint8), W.new_empty(stream_bytes, dtype=torch.uint8),
+            W.new_empty(_df11_chunks(n) + 1, dtype=torch.uint32), W.new_empty(n, dtype=torch.uint8))
+
+
+@torch.library.register_fake("llmpack::df11_decode")
+def _(lengths, stream, offsets, sign_mantissa):
+    return sign_mantissa.new_empty(sign_mantissa.shape[0], dtype=torch.bfloat16)
+
+
+@torch.library.register_fake("llmpack::df11_decode_into")
+def _(lengths, stream, offsets, sign_mantissa, out):
+    return None
+
+
+@torch.library.register_fake("llmpack::df11_linear")
+def _(x, lengths, stream, offsets, sign_mantissa, out_features, bias=None):
+    torch._check(x.dtype == torch.bfloat16, lambda: "df11_linear: x must be bfloat16")
+    return x.new_empty(*x.shape[:-1], out_features)
+
+
+@torch.library.register_fake("llmpack::df11_decode_official")
+def _(luts, encoded_exponent, sign_mantissa, output_positions, gaps, bytes_per_thread, threads_per_block):
+    return sign_mantissa.new_empty(sign_mantissa.shape[0], dtype=torch.bfloat16)
+
+
+def df11_encode(W: torch.Tensor):
+    """bf16 ``W`` (any shape, CPU) -> ``(lengths, stream, offsets, sign_mantissa)``, lossless."""
+    return _ops.df11_encode(W)
+
+
+def df11_decode(lengths, stream, offsets, sign_mantissa) -> torch.Tensor:
+    """The container back as a flat bf16 tensor (bit-exact)."""
+    return _ops.df11_decode(lengths, stream, offsets, sign_mantissa)
+
+
+def df11_decode_into(lengths, stream, offsets, sign_mantissa, out: torch.Tensor) -> None:
+    """Decode into ``out`` (contiguous bf16 with the container's element count)."""
+    _ops.df11_decode_into(lengths, stream, offsets, sign_mantissa, out)
+
+
+def df11_linear(x, lengths, stream, offsets, sign_mantissa, out_features: int, bias=None) -> torch.Tensor:
+    """``x [..., K] @ W^T + bias`` with bf16 ``W [out_features, K]`` held DFloat11-compressed."""
+    return _ops.df11_linear(x, lengths, stream, offsets, sign_mantissa, out_features, bias)
+
+
+def df11_decode_official(luts, encoded_exponent, sign_mantissa, output_positions, gaps,
+                         bytes_per_thread: int, threads_per_block: int) -> torch.Tensor:
+    """Decode the official DFloat11 layout (PyPI dfloat11 0.5) on the CPU, validated."""
+    return _ops.df11_decode_official(luts, encoded_exponent, sign_mantissa, output_positions, gaps,
+                                     bytes_per_thread, threads_per_block)

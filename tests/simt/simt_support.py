@@ -133,10 +133,13 @@ class Ops:
         return dict(zip(("launches", "blocks", "threads", "switches"), a))
 
     def registered(self) -> list[str]:
+        """Ops with a CUDA path (in this library: a kernel for CPU tensors).
+        CPU-only ops (encoders, official-format readers) have a schema here but
+        no kernel."""
         import torch
 
         return sorted(n.split("::", 1)[1] for n in torch._C._dispatch_get_all_op_names()
-                      if n.startswith("llmpack_simt::"))
+                      if n.startswith("llmpack_simt::") and torch._C._dispatch_has_kernel_for_dispatch_key(n, "CPU"))
 
 
 _loaded: dict[str, Ops] = {}
