@@ -46,12 +46,22 @@ def sanitized_env() -> dict:
     return env
 
 
+def _reference_modules() -> list[str]:
+    """llmpack.reference and its modules by full name (atheris matches exactly)."""
+    ref_dir = os.path.join(ROOT, "python", "llmpack", "reference")
+    return ["llmpack.reference"] + [f"llmpack.reference.{f[:-3]}" for f in os.listdir(ref_dir)
+                                    if f.endswith(".py") and f != "__init__.py"]
+
+
 def child(name: str, seconds: int, corpus: str, artifacts: str):
     """Inside the sanitized process: instrument llmpack + the target, fuzz."""
     import atheris
     import torch  # noqa: F401  (not instrumented: only our code guides the search)
 
-    with atheris.instrument_imports(include=["llmpack", "_fuzz", f"fuzz_{name}", "fuzz_sparse24_decompress"]):
+    # The references are the oracle, not the code under test: left
+    # uninstrumented (atheris' per-line hooks slow their Python loops 10x+).
+    with atheris.instrument_imports(include=["llmpack", "_fuzz", f"fuzz_{name}", "fuzz_sparse24_decompress"],
+                                    exclude=_reference_modules()):
         import importlib
 
         target = importlib.import_module(f"fuzz_{name}")
