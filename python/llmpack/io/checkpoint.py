@@ -204,7 +204,7 @@ class _Reader:
             raise ValueError(f"tensor {name!r} in {self.files[name]}: cannot be read: {err}") from err
 
 
-_ST_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "U8": torch.uint8,
+_ST_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "U8": torch.uint8, "U32": torch.uint32,
               "I8": torch.int8, "I16": torch.int16, "I32": torch.int32, "I64": torch.int64, "F64": torch.float64,
               "BOOL": torch.bool}
 
@@ -344,7 +344,12 @@ def fill_from_files(model: nn.Module, reader: _Reader, aliases: dict, done: set[
     for key, target in aliases.items():
         _tie(model, key, target)
     if hasattr(model, "tie_weights"):
-        model.tie_weights()
+        try:
+            model.tie_weights()
+        except AttributeError:
+            # The tied parameters were replaced by llmpack modules (a DFloat11
+            # embedding and head share one container): `aliases` tied them.
+            pass
     loaded = set(state) | set(done)
     missing = [k for k in expected if k not in loaded and k not in aliases and not _is_tied(model, k, loaded)]
     if missing:
