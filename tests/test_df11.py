@@ -275,3 +275,16 @@ def test_official_corrupted_index_is_an_error(capsys):
     with pytest.raises(RuntimeError, match="output_positions decrease at block 1"):
         _ops.df11_decode_official(f["luts"], f["encoded_exponent"], f["sign_mantissa"],
                                   pos.to(torch.uint32).view(torch.uint8), f["gaps"], 8, 16)
+
+
+def test_official_index_at_any_byte_offset():
+    """A uint8 view of the index (as a file slice gives it) need not be 4-byte
+    aligned; the decoder copies it out rather than casting (UBSan caught it)."""
+    w = weights(3000, seed=9)
+    f = ref.to_official(w, 8, 16)
+    pos = f["output_positions"]
+    shifted = torch.empty(pos.numel() + 1, dtype=torch.uint8)
+    shifted[1:] = pos
+    args = [f["luts"], f["encoded_exponent"], f["sign_mantissa"], shifted[1:], f["gaps"]]
+    assert args[3].data_ptr() % 4 != 0
+    assert torch.equal(bits(_ops.df11_decode_official(*args, 8, 16)), bits(w))

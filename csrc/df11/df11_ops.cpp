@@ -2,6 +2,10 @@
 // and CUDA paths), the encoder's passes, output allocation, registration.
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -82,17 +86,34 @@ Container check_container(const Tensor& lengths_in, const Tensor& stream_in, con
        "): its bits are not exactly its values' codes within its bytes");
 }
 
-std::vector<uint32_t> lut_for(const Container& c) {
+// The decode table of a code, built once per distinct `lengths` and kept:
+// building it (~12 us) is a visible share of decoding a small tensor, and a
+// model decodes the same few hundred codes on every forward pass. Capped at
+// 2048 codes (32 MiB); past that the cache starts over.
+std::shared_ptr<const std::vector<uint32_t>> lut_for(const Container& c) {
+  static std::mutex mu;
+  static std::unordered_map<std::string, std::shared_ptr<const std::vector<uint32_t>>> cache;
+  const std::string key(reinterpret_cast<const char*>(c.host_lengths.data()), kSymbols);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = cache.find(key);
+    if (it != cache.end()) return it->second;
+  }
   std::vector<uint16_t> first(kLutSize, 0);
   fill_single_table(c.host_lengths.data(), c.code.data(), first.data(), 0, kSymbols, 1);
-  std::vector<uint32_t> lut(kLutSize);
-  build_lut_range(first.data(), lut.data(), 0, kLutSize, 1);
+  auto lut = std::make_shared<std::vector<uint32_t>>(kLutSize);
+  build_lut_range(first.data(), lut->data(), 0, kLutSize, 1);
+  std::lock_guard<std::mutex> lock(mu);
+  if (cache.size() >= 2048) cache.clear();
+  cache.emplace(key, lut);
   return lut;
 }
 
-void decode_into_cpu(const Container& c, const std::vector<uint32_t>& lut, uint16_t* out, const char* op) {
+using Lut = std::shared_ptr<const std::vector<uint32_t>>;
+
+void decode_into_cpu(const Container& c, const Lut& lut, uint16_t* out, const char* op) {
   int64_t bad = kNoError;
-  DecodeParams p{c.host_lengths.data(), lut.data(), static_cast<const uint8_t*>(c.stream.const_data_ptr()),
+  DecodeParams p{c.host_lengths.data(), lut->data(), static_cast<const uint8_t*>(c.stream.const_data_ptr()),
                  static_cast<const uint32_t*>(c.offsets.const_data_ptr()),
                  static_cast<const uint8_t*>(c.sm.const_data_ptr()), out, c.n, &bad};
   if (c.n > 0) cpu().decode(p);
@@ -196,7 +217,7 @@ Tensor linear_cpu(Tensor x_in, Tensor lengths, Tensor stream, Tensor offsets, Te
   }
   out_shape.push_back(n);
   Tensor x = reshape_dense(dense(x_in), {m, k});
-  const std::vector<uint32_t> lut = lut_for(c);
+  const Lut lut = lut_for(c);
   if (m >= dense_crossover_m() && n > 0 && k > 0) {
     Tensor w = new_empty(c.sm, {n, k}, ScalarType::BFloat16);
     decode_into_cpu(c, lut, static_cast<uint16_t*>(w.mutable_data_ptr()), op);
@@ -206,7 +227,7 @@ Tensor linear_cpu(Tensor x_in, Tensor lengths, Tensor stream, Tensor offsets, Te
   if (bias_in) bias = dense(*bias_in);
   Tensor y = new_empty(x, {m, n}, ScalarType::BFloat16);
   int64_t bad = kNoError;
-  LinearParams p{{c.host_lengths.data(), lut.data(), static_cast<const uint8_t*>(c.stream.const_data_ptr()),
+  LinearParams p{{c.host_lengths.data(), lut->data(), static_cast<const uint8_t*>(c.stream.const_data_ptr()),
                   static_cast<const uint32_t*>(c.offsets.const_data_ptr()),
                   static_cast<const uint8_t*>(c.sm.const_data_ptr()), nullptr, c.n, &bad},
                  static_cast<const uint16_t*>(x.const_data_ptr()),
@@ -257,7 +278,10 @@ Tensor decode_official_op_cpu(Tensor luts_in, Tensor encoded_in, Tensor sm_in, T
   const int64_t n_blocks = (n_bytes + block_bytes - 1) / block_bytes;
   LLMPACK_CHECK(pos_count == n_blocks + 1, op, ": output_positions must have ", n_blocks + 1, " entries for ", n_bytes,
                 " encoded bytes (one per block of ", block_bytes, " bytes, plus the end), got ", pos_count);
-  const uint32_t* pos = static_cast<const uint32_t*>(positions.const_data_ptr());
+  // Copied out rather than cast: a uint8 view of the index may sit at any byte offset.
+  std::vector<uint32_t> pos_copy(static_cast<size_t>(pos_count));
+  std::memcpy(pos_copy.data(), positions.const_data_ptr(), size_t(pos_count) * sizeof(uint32_t));
+  const uint32_t* pos = pos_copy.data();
   for (int64_t b = 0; b < n_blocks; ++b)
     LLMPACK_CHECK(pos[b + 1] >= pos[b], op, ": output_positions decrease at block ", b, ": corrupted index");
   LLMPACK_CHECK(pos[0] == 0 && int64_t(pos[n_blocks]) == n, op, ": output_positions must run from 0 to the ", n,
