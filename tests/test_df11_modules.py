@@ -104,3 +104,28 @@ def test_load_official_folder(tmp_path):
     assert set(got) == set(weights)
     for name, w in weights.items():
         assert got[name].shape == w.shape and torch.equal(got[name].view(torch.int16), w.view(torch.int16)), name
+
+
+@pytest.mark.parametrize("dim", [576, 2048, 100, 3000])
+def test_embedding_decodes_only_the_rows_it_needs(dim):
+    """A generation step looks up a few rows: those are decoded from their
+    chunks alone (rows straddling chunk boundaries included), bit-exactly."""
+    torch.manual_seed(dim)
+    emb = nn.Embedding(50, dim, padding_idx=2).bfloat16()
+    d = DF11Embedding.from_embedding(emb)
+    for ids in ([0], [49], [3, 3, 17, 48], list(range(50)) * 2):
+        x = torch.tensor([ids])
+        assert torch.equal(d(x).view(torch.int16), emb(x).view(torch.int16)), ids
+    with pytest.raises(IndexError, match="out of range"):
+        d(torch.tensor([50]))
+
+
+def test_chunk_span_is_a_valid_container():
+    w = (torch.randn(5 * llmpack._ops.DF11_CHUNK + 123) * 0.03).bfloat16()
+    c = llmpack.df11.compress(w)
+    for c0, c1 in [(0, 1), (2, 4), (5, 6), (0, 6)]:
+        part = llmpack.df11.decompress(c.chunk_span(c0, c1))
+        lo, hi = c0 * llmpack._ops.DF11_CHUNK, min(w.numel(), c1 * llmpack._ops.DF11_CHUNK)
+        assert torch.equal(part.view(torch.int16), w[lo:hi].view(torch.int16))
+    with pytest.raises(IndexError):
+        c.chunk_span(3, 7)

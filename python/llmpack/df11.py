@@ -44,6 +44,21 @@ class DF11Tensor:
     def tensors(self) -> tuple[torch.Tensor, ...]:
         return self.lengths, self.stream, self.offsets, self.sign_mantissa
 
+    def chunk_span(self, c0: int, c1: int) -> "DF11Tensor":
+        """Chunks ``[c0, c1)`` (values ``c0 * 2048 ..``) as a container of their
+        own, flat: views of the stream and sign+mantissa bytes, offsets rebased.
+        The stream view runs 16 bytes past the span's last code, as every
+        container's must; those are the next chunks' bytes (or the real guard),
+        which the decoders read but never use."""
+        chunks = self.offsets.numel() - 1
+        if not 0 <= c0 < c1 <= chunks:
+            raise IndexError(f"chunk span [{c0}, {c1}) outside the container's {chunks} chunks")
+        offs = self.offsets[c0:c1 + 1].to(torch.int64)
+        o0, o1 = int(offs[0]), int(offs[-1])
+        stream = self.stream[o0:o1 + _ops.DF11_GUARD_BYTES]
+        sm = self.sign_mantissa[c0 * _ops.DF11_CHUNK:min(self.numel, c1 * _ops.DF11_CHUNK)]
+        return DF11Tensor(self.lengths, stream, (offs - o0).to(torch.uint32), sm, (sm.numel(),))
+
     def to(self, device) -> "DF11Tensor":
         return DF11Tensor(*(t.to(device) for t in self.tensors()), self.shape)
 

@@ -10,9 +10,13 @@ OUT_DIR/
   ct24-fp32/                     the same pruned weights written by the real
                                  compressed-tensors library (sparse-24-bitmask)
   dense-bf16/                    the unpruned model (vLLM dense baseline, bench)
+  df11-bf16/                     the unpruned model with every Linear and the
+                                 embedding DFloat11 (llmpack.compress_lossless)
   prompts.json                   token ids of the prompts
   reference-<dtype>.json         greedy tokens + top-5 logprobs per step from
                                  transformers with llmpack's SparseLinear
+  reference-dense-bfloat16.json  the same for the dense bf16 model (and, checked
+                                 equal, for its DFloat11 copy)
 """
 from __future__ import annotations
 
@@ -122,8 +126,19 @@ def main(out: str):
         with open(os.path.join(out, f"reference-{name}.json"), "w") as f:
             json.dump(reference(back, prompt_ids), f)
     # The dense model, for vLLM's dense baseline (bench/vllm_e2e.py): plain transformers format.
-    torch.nn.Module._apply(dense_copy, lambda t: t.to(torch.bfloat16) if t.is_floating_point() else t)
+    # Parameters only: the rotary tables stay fp32, as in any model loaded in bf16.
+    for p in dense_copy.parameters():
+        p.data = p.data.to(torch.bfloat16)
     save_dense(dense_copy, os.path.join(out, "dense-bf16"), tok)
+    # ... and losslessly compressed: its reference must be the dense one, bit for bit.
+    dense_ref = reference(dense_copy, prompt_ids)
+    df = copy.deepcopy(dense_copy)
+    llmpack.compress_lossless(df, progress=False)
+    llmpack.save(df, os.path.join(out, "df11-bf16"), tokenizer=tok)
+    back = reference(llmpack.load(os.path.join(out, "df11-bf16")), prompt_ids)
+    assert back == dense_ref, "DFloat11 model's generations differ from the dense model's"
+    with open(os.path.join(out, "reference-dense-bfloat16.json"), "w") as f:
+        json.dump(dense_ref, f)
     print(f"make_checkpoints: wrote {out} in {time.time() - t0:.0f}s")
 
 

@@ -69,3 +69,23 @@ def test_vllm_serves_2_4_checkpoint_like_transformers(folder, dtype, eager):
     verdicts = compare(out["outputs"], ref, dtype)
     print(f"{folder} {dtype} {'eager' if eager else 'compiled'}: startup {out['startup_s']:.0f}s; {verdicts}")
     assert sum(v == "equal" for v in verdicts) >= 4, verdicts  # >= 4 prompts x 32 tokens identical
+
+
+def test_vllm_serves_df11_checkpoint_like_dense_bf16():
+    """DFloat11 is lossless: vLLM on the DFloat11 checkpoint multiplies the
+    same bf16 weights as vLLM on the dense one. The matmul differs (vLLM's
+    dense CPU path is oneDNN with prepacked weights, ours F.linear on the
+    decoded weight), so tokens must agree except at near-ties, and both must
+    follow transformers' dense bf16 reference."""
+    dense = run("dense-bf16", "bfloat16", True)
+    df11 = run("df11-bf16", "bfloat16", True)
+    assert df11["quantization"] == "llmpack" and df11["plugin_registered"]
+    ref = json.load(open(os.path.join(DATA, "reference-dense-bfloat16.json")))
+    v_dense, v_df11 = compare(dense["outputs"], ref, "bfloat16"), compare(df11["outputs"], ref, "bfloat16")
+    same = sum(a["tokens"] == b["tokens"] for a, b in zip(dense["outputs"], df11["outputs"]))
+    print(f"df11-bf16 eager: startup {df11['startup_s']:.0f}s (dense {dense['startup_s']:.0f}s); "
+          f"{same}/{len(ref)} prompts x 32 tokens identical to dense vLLM; vs transformers: dense {v_dense}, "
+          f"df11 {v_df11}")
+    verdicts = compare(df11["outputs"], [{"tokens": d["tokens"], "top_logprobs": d["top_logprobs"]}
+                                         for d in dense["outputs"]], "bfloat16")
+    assert sum(v == "equal" for v in verdicts) >= 4, verdicts

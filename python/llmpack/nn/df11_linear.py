@@ -138,8 +138,29 @@ class DF11Embedding(_DF11Weight):
         mod._set_container(c.to(w.device))
         return mod
 
+    # Above this many distinct ids a lookup decodes the whole table.
+    ROWS_DECODED_ALONE = 64
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return F.embedding(ids, self.dense_weight(), self.padding_idx)
+        rows, inverse = torch.unique(ids, return_inverse=True)
+        if rows.numel() > self.ROWS_DECODED_ALONE or ids.device.type != "cpu":
+            return F.embedding(ids, self.dense_weight(), self.padding_idx)
+        # A generation step looks up a few rows: decode only the chunks holding
+        # them. (padding_idx only shapes gradients, and these tables have none.)
+        return F.embedding(inverse, self.decode_rows(rows.tolist()))
+
+    def decode_rows(self, rows: list[int]) -> torch.Tensor:
+        """Rows ``rows`` of the table, bit-exact, decoding only their chunks."""
+        c = DF11Tensor(*self.container(), (self.num_embeddings * self.embedding_dim,))
+        d, chunk = self.embedding_dim, _ops.DF11_CHUNK
+        out = []
+        for r in rows:
+            if not 0 <= r < self.num_embeddings:
+                raise IndexError(f"index {r} is out of range for an embedding of {self.num_embeddings} rows")
+            c0, c1 = r * d // chunk, ((r + 1) * d - 1) // chunk + 1
+            span = _ops.df11_decode(*c.chunk_span(c0, c1).tensors())
+            out.append(span[r * d - c0 * chunk:(r + 1) * d - c0 * chunk])
+        return torch.stack(out)
 
     def llmpack_spec(self) -> dict:
         return {"format": self.llmpack_format, "num_embeddings": self.num_embeddings,

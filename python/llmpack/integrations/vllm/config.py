@@ -13,6 +13,7 @@ import torch
 from vllm.model_executor.layers.linear import LinearBase, LinearMethodBase, UnquantizedLinearMethod
 from vllm.model_executor.layers.quantization import register_quantization_config
 from vllm.model_executor.layers.quantization.base_config import QuantizationConfig
+from vllm.model_executor.layers.vocab_parallel_embedding import UnquantizedEmbeddingMethod, VocabParallelEmbedding
 from vllm.model_executor.models.utils import WeightsMapper
 from vllm.model_executor.parameter import ModelWeightParameter
 
@@ -20,8 +21,9 @@ import llmpack  # noqa: F401  (loads the kernels and registers their fake impls 
 
 from ... import _ops
 from ...io.compressed_tensors import from_sparse24_bitmask
+from .df11 import DF11EmbeddingMethod, DF11LinearMethod
 from ...sparse24 import pad_k
-from .selection import format_of, is_ct_sparse24
+from .selection import format_of, is_ct_sparse24, is_tied
 
 NAME = "llmpack"
 
@@ -119,14 +121,31 @@ class LlmpackConfig(QuantizationConfig):
         return WeightsMapper(orig_to_new_suffix={".g_idx": None, ".shape": None})
 
     def get_quant_method(self, layer, prefix: str):
+        if isinstance(layer, VocabParallelEmbedding):  # embeddings and output heads
+            if self.hf_config.get("quant_method") != NAME:
+                return None
+            if prefix:
+                fmt = format_of(self.hf_config, prefix, {})
+            else:  # vLLM builds some models' embeddings without a prefix; the method copes with no DF11 tensors
+                fmt = "df11_embedding" if any((m or {}).get("format") == "df11_embedding"
+                                              for m in (self.hf_config.get("modules") or {}).values()) else None
+            if fmt in ("df11", "df11_embedding") and not is_tied(self.hf_config, prefix):
+                return DF11EmbeddingMethod()
+            return UnquantizedEmbeddingMethod() if fmt in (None, "df11", "df11_embedding") else _unservable(prefix, fmt)
         if not isinstance(layer, LinearBase):
             return None
         fmt = format_of(self.hf_config, prefix, self.packed_modules_mapping)
+        if fmt == "df11":
+            return DF11LinearMethod()
         if fmt == "sparse24":
             return Sparse24LinearMethod()
         if fmt == "ct-sparse24":
             return CTSparse24LinearMethod()
         if fmt is None:
             return UnquantizedLinearMethod()
-        raise ValueError(f"llmpack vLLM plugin: layer {prefix!r} has format {fmt!r}, which this version of "
-                         "the plugin cannot serve")
+        return _unservable(prefix, fmt)
+
+
+def _unservable(prefix: str, fmt: str):
+    raise ValueError(f"llmpack vLLM plugin: layer {prefix!r} has format {fmt!r}, which this version of "
+                     "the plugin cannot serve")

@@ -55,3 +55,11 @@ def format_of(qc: dict, prefix: str, packed: dict[str, list[str]]) -> str | None
         raise ValueError(f"llmpack vLLM plugin: the parts {parts} of merged layer {prefix!r} have different "
                          f"formats {sorted(map(str, fmts))}; vLLM stacks them into one weight, so they must agree")
     return fmts.pop()
+
+
+def is_tied(qc: dict, prefix: str) -> bool:
+    """Whether ``prefix``'s tensors are aliases of another module's (a tied
+    output head): vLLM ties such a head to the embedding and skips its
+    tensors, so the head must not expect any."""
+    aliases = qc.get("aliases") or {}
+    return any(k.startswith(prefix + ".") for k in aliases)
