@@ -63,8 +63,8 @@ def test_shapes_and_decode_into(shape):
 
 
 def test_length_limit_and_optimality():
-    """A skewed distribution whose unlimited Huffman code needs > 12 bits: the
-    package-merge code respects 12 and costs at most a hair more than the
+    """A skewed distribution whose unlimited Huffman code needs > 11 bits: the
+    package-merge code respects 11 and costs at most a hair more than the
     unlimited optimum (which we compute independently here)."""
     import heapq
 
@@ -72,7 +72,7 @@ def test_length_limit_and_optimality():
     for i in range(20):
         counts[100 + i] = 2 ** i  # Huffman depth ~19
     lengths = ref.package_merge_lengths(counts)
-    assert max(lengths) == 12 and sum(2.0 ** -l for l in lengths if l) <= 1.0
+    assert max(lengths) == 11 and sum(2.0 ** -l for l in lengths if l) <= 1.0
     heap = [(c, [i]) for i, c in enumerate(counts) if c]
     depth = [0] * 256
     heapq.heapify(heap)
@@ -82,7 +82,7 @@ def test_length_limit_and_optimality():
             depth[s] += 1
         heapq.heappush(heap, (a[0] + b[0], a[1] + b[1]))
     cost = lambda ls: sum(c * l for c, l in zip(counts, ls))  # noqa: E731
-    assert max(depth) > 12 and cost(lengths) <= 1.01 * cost(depth)
+    assert max(depth) > 11 and cost(lengths) <= 1.01 * cost(depth)
     w = torch.cat([torch.full((c,), 0, dtype=torch.int16) + ((100 + i) << 7) for i, c in enumerate(counts[100:120])])
     w = w.view(torch.bfloat16)
     lengths_op = _ops.df11_encode(w)[0]
@@ -112,8 +112,8 @@ def parts():
 
 def test_bad_lengths(parts):
     lengths = parts[0].clone()
-    lengths[5] = 13
-    with pytest.raises(RuntimeError, match=r"lengths\[5\] = 13 is longer than the 12-bit limit"):
+    lengths[5] = 12
+    with pytest.raises(RuntimeError, match=r"lengths\[5\] = 12 is longer than the 11-bit limit"):
         _ops.df11_decode(lengths, *parts[1:])
     lengths = torch.ones(256, dtype=torch.uint8)
     with pytest.raises(RuntimeError, match="Kraft sum above 1"):

@@ -93,27 +93,23 @@ inline Cursor cursor(const DecodeParams& p, int64_t c, uint8_t* exp) {
   return {uint64_t(p.offsets[c]) * 8, uint64_t(p.offsets[c + 1]) * 8, 0, std::min<int64_t>(kChunk, p.n - first), exp};
 }
 
-// One table entry (up to 3 values) for a cursor with >= 3 values left. Each
-// `pos < end` check keeps every 64-bit read inside the chunk's bytes + the
-// stream's guard. False on a corrupted stream.
-inline bool step(const DecodeParams& p, Cursor& k) {
-  if (k.pos >= k.end) return false;
-  const uint32_t e = p.lut[load_bits(p.stream, k.pos) & (kLutSize - 1)];
-  std::memcpy(k.exp + k.i, &e, 4);  // little endian: s0 s1 s2 in bytes 0..2, + 1 slack byte
-  k.i += lut_count(e);
-  k.pos += lut_bits(e);
-  return lut_count(e) != 0;
-}
-
-// The rest of a chunk, one value at a time by its code length; then the
-// chunk must end inside its bytes.
+// The rest of a chunk on its own: whole table entries while >= 4 values are
+// left, then one value at a time by its code length; then the chunk must
+// end inside its bytes. Each `pos < end` check keeps every 64-bit read inside
+// the chunk's bytes + the stream's guard. False on a corrupted stream.
 inline bool finish(const DecodeParams& p, Cursor& k) {
-  while (k.i + 3 <= k.count)
-    if (!step(p, k)) return false;
+  while (k.i + int64_t(kLutMaxSymbols) <= k.count) {
+    if (k.pos >= k.end) return false;
+    const uint64_t e = p.lut[load_bits(p.stream, k.pos) & (kLutSize - 1)];
+    if (!lut_valid(e)) return false;
+    std::memcpy(k.exp + k.i, &e, 4);  // little endian: s0..s3 in bytes 0..3
+    k.i += lut_count(e);
+    k.pos += lut_bits(e);
+  }
   while (k.i < k.count) {
     if (k.pos >= k.end) return false;
-    const uint32_t e = p.lut[load_bits(p.stream, k.pos) & (kLutSize - 1)];
-    if (lut_count(e) == 0) return false;
+    const uint64_t e = p.lut[load_bits(p.stream, k.pos) & (kLutSize - 1)];
+    if (!lut_valid(e)) return false;
     const unsigned s = lut_symbol(e, 0);
     k.exp[k.i++] = static_cast<uint8_t>(s);
     k.pos += p.lengths[s];
@@ -122,49 +118,45 @@ inline bool finish(const DecodeParams& p, Cursor& k) {
 }
 
 // Exponents of chunks c .. c + W - 1 (all full) decoded together: W
-// independent lookup chains in flight hide the table-load latency that bounds
-// one chain. Per chain and round: one 64-bit read, then 4 table entries from
-// it (<= 48 of its >= 57 valid bits). Only (pos, i) per chain live in the
-// loop, in arrays indexed by compile-time constants (registers, not stack).
-// Bounds are checked once per round: a round reads at most 6 bytes past a
-// chunk's end, inside the stream's 16 guard bytes at worst. Returns the index
-// of a bad chunk, or -1.
+// independent lookup chains in flight hide the load latency that bounds one
+// chain. A chain's whole state is one register, `bit position << 16 | values
+// done`, which a table entry advances with one add (df11.h), so W = 8 chains
+// fit in registers with room for the temporaries (a state per field spilled
+// to the stack, and the store-to-load forwarding on it halved the speed).
+// Per lookup: one unaligned 64-bit read at the chain's bit position, one
+// table load, one 4-byte store of up to 4 exponents, one add. Bounds are
+// checked once per round of 4 lookups per chain (<= 16 values, <= 44 bits:
+// a round reads at most 13 bytes past a chunk's end, inside the 16 guard
+// bytes); a bad code's count (kBadCount) makes its chain's values-done
+// overshoot the chunk, and stores stay inside the buffer because their
+// offset is masked to the chunk. Returns the index of a bad chunk, or -1.
 template <int W>
 int64_t decode_group(const DecodeParams& p, int64_t c, uint8_t (*exp)[kChunk + 8]) {
-  uint64_t pos[W], end[W];
-  int64_t i[W];
+  static_assert((kChunk & (kChunk - 1)) == 0 && kChunk + 4 * kBadCount < (1 << 16), "state layout");
+  uint64_t st[W], end[W];
   for (int j = 0; j < W; ++j) {
-    pos[j] = uint64_t(p.offsets[c + j]) * 8;
-    end[j] = uint64_t(p.offsets[c + j + 1]) * 8;
-    i[j] = 0;
+    st[j] = (uint64_t(p.offsets[c + j]) * 8) << 16;
+    end[j] = (uint64_t(p.offsets[c + j + 1]) * 8) << 16;  // st < end <=> position < end bit
   }
-  const uint32_t* lut = p.lut;
+  const uint64_t* lut = p.lut;
   const uint8_t* stream = p.stream;
-  unsigned valid = 1;
-  // Full chunks advance at nearly the same rate: run rounds while every chain
-  // has room for 12 more values, then finish each chain alone.
   for (;;) {
-    bool room = true, inside = true;
-    for (int j = 0; j < W; ++j) {
-      room &= i[j] + 12 <= kChunk;
-      inside &= pos[j] < end[j];
-    }
-    if (!room || !inside) break;
-    uint64_t bits[W];
-    for (int j = 0; j < W; ++j) bits[j] = load_bits(stream, pos[j]);
+    bool go = true;
+    for (int j = 0; j < W; ++j) go &= (st[j] & 0xFFFF) + 4 * kLutMaxSymbols <= uint64_t(kChunk) && st[j] < end[j];
+    if (!go) break;
     for (int r = 0; r < 4; ++r)
       for (int j = 0; j < W; ++j) {
-        const uint32_t e = lut[bits[j] & (kLutSize - 1)];
-        std::memcpy(exp[j] + i[j], &e, 4);  // 3 symbols + 1 byte of slack
-        i[j] += lut_count(e);
-        valid &= lut_count(e) != 0;
-        bits[j] >>= lut_bits(e);
-        pos[j] += lut_bits(e);
+        uint64_t bits;
+        std::memcpy(&bits, stream + (st[j] >> 19), 8);
+        const uint64_t e = lut[(bits >> ((st[j] >> 16) & 7)) & (kLutSize - 1)];
+        std::memcpy(exp[j] + (st[j] & (kChunk - 1)), &e, 4);  // up to 4 exponents (+ slack)
+        st[j] += e >> 32;
       }
-    if (!valid) break;
   }
+  bool valid = true;
+  for (int j = 0; j < W; ++j) valid &= (st[j] & 0xFFFF) <= uint64_t(kChunk);
   for (int j = 0; j < W; ++j) {
-    Cursor k{pos[j], end[j], i[j], kChunk, exp[j]};
+    Cursor k{st[j] >> 16, end[j] >> 16, int64_t(st[j] & 0xFFFF), kChunk, exp[j]};
     if (!valid || !finish(p, k)) {
       for (int q = 0; q < W; ++q) {  // name the first chunk that fails on its own
         Cursor alone = cursor(p, c + q, exp[q]);
@@ -174,6 +166,17 @@ int64_t decode_group(const DecodeParams& p, int64_t c, uint8_t (*exp)[kChunk + 8
     }
   }
   return -1;
+}
+
+// The next group's stream and sign+mantissa bytes, requested while this
+// group decodes: 2W sequential streams (plus W outputs) are more than the
+// hardware prefetchers follow, and a cold group otherwise waits on DRAM.
+inline void prefetch_group(const DecodeParams& p, int64_t c0, int64_t c1) {
+  if (c0 >= c1) return;
+  for (uint64_t b = p.offsets[c0]; b < p.offsets[c1]; b += 64) __builtin_prefetch(p.stream + b);
+  const uint8_t* sm = p.sm + c0 * kChunk;
+  const int64_t n = std::min(p.n, c1 * kChunk) - c0 * kChunk;
+  for (int64_t b = 0; b < n; b += 64) __builtin_prefetch(sm + b);
 }
 
 inline void join(const uint8_t* exp, const uint8_t* sm, uint16_t* out, int64_t count) {
@@ -188,6 +191,7 @@ void decode_chunks(const DecodeParams& p, int64_t c0, int64_t c1, std::atomic<in
   const int64_t full = p.n / kChunk;  // chunks with exactly kChunk values
   int64_t c = c0;
   for (; c + W <= std::min(c1, full); c += W) {
+    prefetch_group(p, std::min(c + W, c1), std::min(c + 2 * W, c1));
     const int64_t b = decode_group<W>(p, c, exp);
     if (b >= 0) {
       record_min(bad, b);

@@ -90,9 +90,9 @@ Container check_container(const Tensor& lengths_in, const Tensor& stream_in, con
 // building it (~12 us) is a visible share of decoding a small tensor, and a
 // model decodes the same few hundred codes on every forward pass. Capped at
 // 2048 codes (32 MiB); past that the cache starts over.
-std::shared_ptr<const std::vector<uint32_t>> lut_for(const Container& c) {
+std::shared_ptr<const std::vector<uint64_t>> lut_for(const Container& c) {
   static std::mutex mu;
-  static std::unordered_map<std::string, std::shared_ptr<const std::vector<uint32_t>>> cache;
+  static std::unordered_map<std::string, std::shared_ptr<const std::vector<uint64_t>>> cache;
   const std::string key(reinterpret_cast<const char*>(c.host_lengths.data()), kSymbols);
   {
     std::lock_guard<std::mutex> lock(mu);
@@ -101,7 +101,7 @@ std::shared_ptr<const std::vector<uint32_t>> lut_for(const Container& c) {
   }
   std::vector<uint16_t> first(kLutSize, 0);
   fill_single_table(c.host_lengths.data(), c.code.data(), first.data(), 0, kSymbols, 1);
-  auto lut = std::make_shared<std::vector<uint32_t>>(kLutSize);
+  auto lut = std::make_shared<std::vector<uint64_t>>(kLutSize);
   build_lut_range(first.data(), lut->data(), 0, kLutSize, 1);
   std::lock_guard<std::mutex> lock(mu);
   if (cache.size() >= 2048) cache.clear();
@@ -109,7 +109,7 @@ std::shared_ptr<const std::vector<uint32_t>> lut_for(const Container& c) {
   return lut;
 }
 
-using Lut = std::shared_ptr<const std::vector<uint32_t>>;
+using Lut = std::shared_ptr<const std::vector<uint64_t>>;
 
 void decode_into_cpu(const Container& c, const Lut& lut, uint16_t* out, const char* op) {
   int64_t bad = kNoError;

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 CHUNK = 2048
-MAX_LEN = 12
+MAX_LEN = 11
 GUARD = 16
 
 
