@@ -170,7 +170,7 @@ def test_wrong_dtypes_and_devices():
 
 # ---------------------------------------------------------------- fused linear
 
-@pytest.mark.parametrize("m, k, n", [(1, 64, 32), (3, 100, 21), (4, 4096, 3), (16, 576, 40), (1, 7, 2049)])
+@pytest.mark.parametrize("m, k, n", [(1, 64, 32), (3, 100, 21), (4, 4096, 3), (7, 33, 5), (16, 576, 40), (1, 7, 2049)])
 def test_linear_matches_reference(isa, m, k, n):
     w = weights(n * k, seed=k).view(n, k)
     x = (torch.randn(m, k, generator=torch.Generator().manual_seed(m)) * 0.5).bfloat16()

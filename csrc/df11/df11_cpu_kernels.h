@@ -232,27 +232,39 @@ inline uint16_t f2bf16(float f) {  // round to nearest even; NaN stays NaN
   return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1)) >> 16);
 }
 
-// sum_k w[k] * x[k], w bf16 bits, x fp32.
-inline float dot_bf16(const uint16_t* w, const float* x, int64_t k) {
-  int64_t j = 0;
-  float s = 0.f;
+inline void to_float(const uint16_t* w, float* out, int64_t k) {
+  for (int64_t j = 0; j < k; ++j) out[j] = bf16f(w[j]);  // vectorised by the compiler
+}
+
 #if defined(__AVX2__)
-  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-  for (; j + 16 <= k; j += 16) {
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + j));
-    const __m256 lo = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(v)), 16));
-    const __m256 hi = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(v, 1)), 16));
-    a0 = _mm256_fmadd_ps(lo, _mm256_loadu_ps(x + j), a0);
-    a1 = _mm256_fmadd_ps(hi, _mm256_loadu_ps(x + j + 8), a1);
-  }
-  const __m256 a = _mm256_add_ps(a0, a1);
+inline float hsum(__m256 a) {
   __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
   h = _mm_add_ps(h, _mm_movehl_ps(h, h));
   h = _mm_add_ss(h, _mm_movehdup_ps(h));
-  s = _mm_cvtss_f32(h);
+  return _mm_cvtss_f32(h);
+}
 #endif
-  for (; j < k; ++j) s += bf16f(w[j]) * x[j];
-  return s;
+
+// s[i] = sum_k w[k] * x[i * k + k'] for R rows of x: the weight row is read
+// once for R dot products (2R independent accumulators hide the FMA latency).
+template <int R>
+inline void dots(const float* w, const float* x, int64_t k, float* s) {
+  int64_t j = 0;
+  for (int i = 0; i < R; ++i) s[i] = 0.f;
+#if defined(__AVX2__)
+  __m256 a[R][2];
+  for (int i = 0; i < R; ++i) a[i][0] = a[i][1] = _mm256_setzero_ps();
+  for (; j + 16 <= k; j += 16) {
+    const __m256 w0 = _mm256_loadu_ps(w + j), w1 = _mm256_loadu_ps(w + j + 8);
+    for (int i = 0; i < R; ++i) {
+      a[i][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i * k + j), a[i][0]);
+      a[i][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i * k + j + 8), a[i][1]);
+    }
+  }
+  for (int i = 0; i < R; ++i) s[i] = hsum(_mm256_add_ps(a[i][0], a[i][1]));
+#endif
+  for (; j < k; ++j)
+    for (int i = 0; i < R; ++i) s[i] += w[j] * x[i * k + j];
 }
 
 void linear(const LinearParams& p) {
@@ -260,12 +272,14 @@ void linear(const LinearParams& p) {
   std::vector<float> xf(size_t(m * k));
   for (int64_t i = 0; i < m * k; ++i) xf[i] = bf16f(p.x[i]);
   // A tile of rows decoded at once: ~64 KiB of bf16, L2-resident while the
-  // dot products read it.
+  // dot products read it; each row is widened to fp32 once (L1) and then
+  // multiplied with the rows of x four at a time.
   const int64_t tile_rows = std::max<int64_t>(1, (int64_t(32) << 10) / std::max<int64_t>(k, 1));
   const int64_t tiles = (n + tile_rows - 1) / tile_rows;
   std::atomic<int64_t> bad{kNoError};
   parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
     std::vector<uint16_t> buf;
+    std::vector<float> wf(static_cast<size_t>(k));
     for (int64_t t = t0; t < t1 && bad.load(std::memory_order_relaxed) == kNoError; ++t) {
       const int64_t r0 = t * tile_rows, r1 = std::min(n, r0 + tile_rows);
       const int64_t e0 = r0 * k, e1 = r1 * k;
@@ -275,9 +289,18 @@ void linear(const LinearParams& p) {
       if (bad.load(std::memory_order_relaxed) != kNoError) return;
       const uint16_t* w0 = buf.data() + (e0 - c0 * kChunk);
       for (int64_t r = r0; r < r1; ++r) {
-        const uint16_t* wr = w0 + (r - r0) * k;
+        to_float(w0 + (r - r0) * k, wf.data(), k);
         const float bv = p.bias ? bf16f(p.bias[r]) : 0.f;
-        for (int64_t i = 0; i < m; ++i) p.y[i * n + r] = f2bf16(dot_bf16(wr, xf.data() + i * k, k) + bv);
+        float s[4];
+        int64_t i = 0;
+        for (; i + 4 <= m; i += 4) {
+          dots<4>(wf.data(), xf.data() + i * k, k, s);
+          for (int q = 0; q < 4; ++q) p.y[(i + q) * n + r] = f2bf16(s[q] + bv);
+        }
+        for (; i < m; ++i) {
+          dots<1>(wf.data(), xf.data() + i * k, k, s);
+          p.y[i * n + r] = f2bf16(s[0] + bv);
+        }
       }
     }
   });
