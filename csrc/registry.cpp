@@ -28,6 +28,12 @@ LLMPACK_LIBRARY(m) {
   // output_positions, gaps) into a flat bf16 tensor; validated, bit-exact.
   m.def("df11_decode_official(Tensor luts, Tensor encoded_exponent, Tensor sign_mantissa, Tensor output_positions, "
         "Tensor gaps, int bytes_per_thread, int threads_per_block) -> Tensor");
+  // Decode attention over a paged KV cache (one query token per sequence, GQA): out [B, Hq, D] =
+  // softmax(q k^T * scale) v over each (sequence, kv-head)'s used slots; with return_scores, scores fp32
+  // [B, Hkv, max_pages * page_size] = each slot's probability summed over its query heads (H2O's input).
+  // Layout in csrc/kvcache/kvcache.h.
+  m.def("paged_decode_attention(Tensor q, Tensor k_pages, Tensor v_pages, Tensor block_tables, Tensor lengths, "
+        "float scale, bool return_scores=False) -> (Tensor out, Tensor scores)");
 #if defined(LLMPACK_SIMT_EMULATION)
   // Test-only (emulator build): the CUTLASS path's transpose+bias kernel, y [m, N] = d[:, :m]^T (+ bias).
   m.def("_transpose_bias(Tensor d, Tensor? bias, int m) -> Tensor");

@@ -139,3 +139,24 @@ def df11_decode_official(luts, encoded_exponent, sign_mantissa, output_positions
     """Decode the official DFloat11 layout (PyPI dfloat11 0.5) on the CPU, validated."""
     return _ops.df11_decode_official(luts, encoded_exponent, sign_mantissa, output_positions, gaps,
                                      bytes_per_thread, threads_per_block)
+
+
+# --------------------------------------------------------------------------
+# Paged KV cache (csrc/kvcache/kvcache.h)
+# --------------------------------------------------------------------------
+@torch.library.register_fake("llmpack::paged_decode_attention")
+def _(q, k_pages, v_pages, block_tables, lengths, scale, return_scores=False):
+    b, _, _ = q.shape
+    kv_heads, max_pages = block_tables.shape[1], block_tables.shape[2]
+    scores = q.new_empty(b if return_scores else 0, kv_heads, max_pages * k_pages.shape[1], dtype=torch.float32)
+    return q.new_empty(q.shape), scores
+
+
+def paged_decode_attention(q, k_pages, v_pages, block_tables, lengths, scale: float, return_scores: bool = False):
+    """Decode attention over a paged KV cache (layout: csrc/kvcache/kvcache.h):
+    ``q [B, Hq, D]``, pools ``[num_pages, page_size, D]``, ``block_tables``
+    int32 ``[B, Hkv, max_pages]``, ``lengths`` int32 ``[B, Hkv]`` ->
+    ``(out [B, Hq, D], scores fp32 [B, Hkv, max_pages * page_size])``; scores
+    (each slot's probability summed over its query heads) only with
+    ``return_scores``, else an empty tensor."""
+    return _ops.paged_decode_attention(q, k_pages, v_pages, block_tables, lengths, scale, return_scores)

@@ -1,0 +1,53 @@
+// Paged KV cache: page layout, the decode-attention parameters and the per-ISA
+// kernel table, shared by the torch glue and the CPU units (and mirrored by
+// python/llmpack/reference/kvcache.py).
+//
+// Pool (one per layer, K and V alike):
+//   k_pages, v_pages  [num_pages, page_size, head_dim], fp32 / bf16 / fp16.
+//   A page holds page_size consecutive cache slots of ONE kv-head of ONE
+//   sequence. Pages are per kv-head, not per token-of-all-heads, so that a
+//   policy that evicts per kv-head (H2O) can keep a different set of tokens
+//   in each head and still free whole pages.
+//   block_tables  int32 [batch, num_kv_heads, max_pages]: the pages of
+//                 (sequence b, kv-head h) in slot order; slot t lives in page
+//                 block_tables[b, h, t / page_size], row t % page_size.
+//   lengths       int32 [batch, num_kv_heads]: slots in use for (b, h); slots
+//                 0 .. length - 1 are attended, everything else is never read
+//                 (table entries past the used pages need not be valid).
+//   q             [batch, num_heads, head_dim], same dtype as the pool;
+//                 num_heads = num_kv_heads * group (GQA/MQA: query head hq
+//                 reads kv-head hq / group).
+// Outputs:
+//   out     [batch, num_heads, head_dim] in q's dtype: softmax(q k^T * scale) v
+//           over the used slots, computed in fp32 (max-subtracted softmax).
+//   scores  fp32 [batch, num_kv_heads, max_pages * page_size] (when asked):
+//           each slot's attention probability summed over the `group` query
+//           heads that read its kv-head; 0 for unused slots. H2O adds these to
+//           its accumulators, so no second pass or eager attention is needed.
+#pragma once
+
+#include <cstdint>
+
+namespace llmpack::kvcache {
+
+enum class Dtype : int { kF32 = 0, kBF16 = 1, kF16 = 2 };
+
+struct DecodeParams {
+  const void* q;             // [B, Hq, D]
+  const void* k_pages;       // [P, S, D]
+  const void* v_pages;       // [P, S, D]
+  const int32_t* tables;     // [B, Hkv, max_pages], validated for every used page
+  const int32_t* lengths;    // [B, Hkv], validated 0 <= length <= max_pages * S
+  void* out;                 // [B, Hq, D]
+  float* scores;             // [B, Hkv, max_pages * S] or nullptr
+  int64_t batch, num_heads, num_kv_heads, head_dim, page_size, max_pages;
+  float scale;
+  Dtype dtype;
+};
+
+struct CpuKernels {
+  void (*decode)(const DecodeParams&);
+};
+extern const CpuKernels kCpuGeneric, kCpuAvx2, kCpuAvx512;
+
+}  // namespace llmpack::kvcache

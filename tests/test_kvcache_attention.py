@@ -1,0 +1,118 @@
+"""paged_decode_attention against the plain-PyTorch reference (de-page, then
+softmax attention in fp32): odd lengths, page sizes 1/16/32, GQA groups
+1/4/8, mixed lengths per sequence and per kv-head, every dtype and ISA level,
+unused pool slots and table entries poisoned; the emitted scores equal the
+reference's probabilities; bad input is a clear error."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import ULP, check_op
+from llmpack import _ops
+from llmpack.reference import kvcache as ref
+
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+def paged(lengths: torch.Tensor, page_size: int, d: int, dtype, seed: int = 0, spare_pages: int = 3):
+    """Random K/V in a shuffled pool: (k_pages, v_pages, block_tables). Every
+    slot no (sequence, kv-head) uses is NaN, and table entries past the used
+    pages are -1, so reading either shows up in the result."""
+    g = torch.Generator().manual_seed(seed)
+    b, kv = lengths.shape
+    need = [[(int(n) + page_size - 1) // page_size for n in row] for row in lengths]
+    total = sum(map(sum, need)) + spare_pages
+    max_pages = max(1, max(map(max, need)))
+    k = torch.full((total, page_size, d), float("nan"), dtype=dtype)
+    v = torch.full((total, page_size, d), float("nan"), dtype=dtype)
+    order = torch.randperm(total, generator=g)
+    tables = torch.full((b, kv, max_pages), -1, dtype=torch.int32)
+    used = 0
+    for i in range(b):
+        for h in range(kv):
+            n = int(lengths[i, h])
+            for p in range(need[i][h]):
+                page = int(order[used])
+                used += 1
+                tables[i, h, p] = page
+                rows = min(page_size, n - p * page_size)
+                k[page, :rows] = torch.randn(rows, d, generator=g).to(dtype)
+                v[page, :rows] = torch.randn(rows, d, generator=g).to(dtype)
+    return k, v, tables
+
+
+def run_case(lengths, heads_per_kv, page_size, d, dtype, seed=0):
+    lengths = torch.tensor(lengths, dtype=torch.int32)
+    b, kv = lengths.shape
+    k, v, tables = paged(lengths, page_size, d, dtype, seed)
+    q = torch.randn(b, kv * heads_per_kv, d, generator=torch.Generator().manual_seed(seed + 1)).to(dtype)
+    scale = d ** -0.5
+    out, scores = _ops.paged_decode_attention(q, k, v, tables, lengths, scale, True)
+    want, want_scores = ref.paged_decode_attention(q, k, v, tables, lengths, scale, True)
+    assert out.dtype == dtype and out.shape == q.shape
+    assert not out.isnan().any(), "read an unused (NaN) slot"
+    # A convex combination of V rows: fp32 error ~1e-6 of max |v| (longer
+    # contexts, more terms), plus one rounding of the output dtype.
+    vmax = torch.nan_to_num(v.float(), nan=0.0).abs().max()
+    tol = ULP[dtype] * want.float().abs() + 2e-5 * vmax
+    err = (out.float() - want.float()).abs()
+    assert (err <= tol).all(), f"worst error {err.max():.3g}"
+    assert scores.shape == (b, kv, tables.shape[2] * page_size)
+    torch.testing.assert_close(scores, want_scores, rtol=1e-4, atol=1e-6 * heads_per_kv)
+    # The scores of a (sequence, kv-head) sum to the number of query heads sharing it.
+    has = lengths > 0
+    torch.testing.assert_close(scores.sum(-1)[has], torch.full_like(scores.sum(-1)[has], float(heads_per_kv)),
+                               rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("page_size", [1, 16, 32])
+@pytest.mark.parametrize("group", [1, 4, 8])
+def test_matches_reference_mixed_lengths(isa, dtype, page_size, group):
+    # 3 sequences x 2 kv-heads, lengths differing by sequence and by kv-head (0 included).
+    run_case([[1, 17], [97, 33], [0, 5]], group, page_size, 64, dtype, seed=page_size + group)
+
+
+@pytest.mark.parametrize("length", [1025, 4097])
+@pytest.mark.parametrize("page_size", [16, 32])
+def test_long_contexts(isa, length, page_size):
+    run_case([[length, length - 7], [length // 3, 2]], 4, page_size, 128, torch.bfloat16, seed=length)
+
+
+@pytest.mark.parametrize("d", [1, 7, 80, 128])
+def test_head_dims(d):
+    run_case([[9, 40]], 2, 16, d, torch.float32, seed=d)
+
+
+def test_scores_off_by_default_and_compile():
+    lengths = torch.tensor([[5, 19]], dtype=torch.int32)
+    k, v, tables = paged(lengths, 16, 32, torch.float32, spare_pages=0)
+    q = torch.randn(1, 4, 32)
+    out, scores = _ops.paged_decode_attention(q, k, v, tables, lengths, 0.2)
+    assert scores.numel() == 0
+    k, v = torch.nan_to_num(k), torch.nan_to_num(v)  # opcheck compares runs; NaNs never reach the output anyway
+    tables = tables.clamp(min=0)
+    check_op(torch.ops.llmpack.paged_decode_attention.default, (q, k, v, tables, lengths, 0.2, True))
+
+
+def test_bad_input_is_a_clear_error():
+    lengths = torch.tensor([[5, 19]], dtype=torch.int32)
+    k, v, tables = paged(lengths, 16, 32, torch.float32, spare_pages=0)
+    q = torch.randn(1, 4, 32)
+    call = lambda **kw: _ops.paged_decode_attention(kw.get("q", q), kw.get("k", k), kw.get("v", v),  # noqa: E731
+                                                    kw.get("t", tables), kw.get("n", lengths), 0.2, True)
+    bad = tables.clone()
+    bad[0, 1, 1] = 99
+    with pytest.raises(RuntimeError, match=r"block_tables\[0, 1, 1\] = 99 points outside the pool of 3 pages"):
+        call(t=bad)
+    with pytest.raises(RuntimeError, match=r"lengths\[0, 1\] = 33 is outside 0..32"):
+        call(n=torch.tensor([[5, 33]], dtype=torch.int32))
+    with pytest.raises(RuntimeError, match="multiple of the block tables' 2 kv-heads"):
+        call(q=torch.randn(1, 3, 32))
+    with pytest.raises(RuntimeError, match="must have one dtype"):
+        call(k=k.bfloat16())
+    with pytest.raises(RuntimeError, match="block_tables must be int32, got int64"):
+        call(t=tables.long())
+    with pytest.raises(RuntimeError, match=r"k_pages and v_pages must both be \[num_pages, page_size, 32\]"):
+        call(v=v[:, :8])
