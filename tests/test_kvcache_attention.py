@@ -116,3 +116,16 @@ def test_bad_input_is_a_clear_error():
         call(t=tables.long())
     with pytest.raises(RuntimeError, match=r"k_pages and v_pages must both be \[num_pages, page_size, 32\]"):
         call(v=v[:, :8])
+
+
+@pytest.mark.parametrize("lengths", [[[4097]], [[1500, 3]], [[2048, 0]]])
+def test_few_tasks_split_over_slots_with_log_sum_exp_merge(isa, lengths):
+    """Fewer (sequence, kv-head) tasks than threads: the kernel splits long
+    contexts into >= 512-slot parts and merges them; same result, same scores."""
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 4):
+            torch.set_num_threads(threads)
+            run_case(lengths, 8, 16, 64, torch.float32, seed=threads)
+    finally:
+        torch.set_num_threads(before)
