@@ -33,7 +33,14 @@ inline const float* widen(const void* base, int64_t row, int64_t d, Dtype dt, fl
   if (dt == Dtype::kF32) return static_cast<const float*>(base) + row * d;
   const uint16_t* h = static_cast<const uint16_t*>(base) + row * d;
   if (dt == Dtype::kBF16) {
-    for (int64_t i = 0; i < d; ++i) buf[i] = bf16_to_f32(h[i]);  // vectorised by the compiler
+    int64_t i = 0;
+#if defined(__AVX2__)
+    for (; i + 8 <= d; i += 8) {  // bf16 -> fp32 is a 16-bit shift into the high half
+      const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i)));
+      _mm256_storeu_ps(buf + i, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
+    }
+#endif
+    for (; i < d; ++i) buf[i] = bf16_to_f32(h[i]);
     return buf;
   }
   int64_t i = 0;
