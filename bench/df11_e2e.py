@@ -24,15 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import llmpack  # noqa: E402
 from llmpack.data import corpus  # noqa: E402
 from llmpack.models import load_smollm2  # noqa: E402
+from llmpack.data.prompts import PROMPTS  # noqa: E402
 
-PROMPTS = [
-    "It is a truth universally acknowledged, that",
-    "The capital of France is",
-    "def fibonacci(n):",
-    "Once upon a time, in a small village,",
-    "The three laws of thermodynamics are",
-    "Mr. Darcy looked at Elizabeth and said",
-]
 NEW = 32
 
 

@@ -19,6 +19,7 @@
 #include <immintrin.h>
 #endif
 
+#include "common/cpu_simd.h"
 #include "common/parallel.h"
 #include "df11/df11.h"
 
@@ -236,14 +237,6 @@ inline void to_float(const uint16_t* w, float* out, int64_t k) {
   for (int64_t j = 0; j < k; ++j) out[j] = bf16f(w[j]);  // vectorised by the compiler
 }
 
-#if defined(__AVX2__)
-inline float hsum(__m256 a) {
-  __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-  h = _mm_add_ss(h, _mm_movehdup_ps(h));
-  return _mm_cvtss_f32(h);
-}
-#endif
 
 // s[i] = sum_k w[k] * x[i * k + k'] for R rows of x: the weight row is read
 // once for R dot products (2R independent accumulators hide the FMA latency).
@@ -261,7 +254,7 @@ inline void dots(const float* w, const float* x, int64_t k, float* s) {
       a[i][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i * k + j + 8), a[i][1]);
     }
   }
-  for (int i = 0; i < R; ++i) s[i] = hsum(_mm256_add_ps(a[i][0], a[i][1]));
+  for (int i = 0; i < R; ++i) s[i] = hsum256(_mm256_add_ps(a[i][0], a[i][1]));
 #endif
   for (; j < k; ++j)
     for (int i = 0; i < R; ++i) s[i] += w[j] * x[i * k + j];

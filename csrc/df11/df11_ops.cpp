@@ -192,15 +192,15 @@ int64_t dense_crossover_m() {
   return m;
 }
 
-Tensor linear_cpu(Tensor x_in, Tensor lengths, Tensor stream, Tensor offsets, Tensor sm, int64_t out_features,
-                  std::optional<Tensor> bias_in) {
-  constexpr const char* op = "df11_linear";
-  const Container c = check_container(lengths, stream, offsets, sm, op);
+// df11_linear's checks of x and bias against the container (CPU and CUDA);
+// returns K (x's last dim).
+int64_t check_linear(const Tensor& x_in, const Container& c, int64_t n, const std::optional<Tensor>& bias_in,
+                     const char* op) {
   check_cpu_or_cuda(x_in, op, "x");
   check_same_device(x_in, c.sm, op, "x", "sign_mantissa");
   check_dtype(x_in, {ScalarType::BFloat16}, op, "x");
   LLMPACK_CHECK(x_in.dim() >= 1, op, ": x must have at least 1 dim");
-  const int64_t k = x_in.size(x_in.dim() - 1), n = out_features;
+  const int64_t k = x_in.size(x_in.dim() - 1);
   LLMPACK_CHECK(n >= 0 && n * k == c.n, op, ": the compressed weight has ", c.n, " values, not out_features x K = ",
                 n, " x ", k, " (x's last dim)");
   if (bias_in) {
@@ -209,6 +209,14 @@ Tensor linear_cpu(Tensor x_in, Tensor lengths, Tensor stream, Tensor offsets, Te
     check_dtype(*bias_in, {ScalarType::BFloat16}, op, "bias");
     LLMPACK_CHECK(bias_in->size(0) == n, op, ": bias must have ", n, " elements, got ", bias_in->size(0));
   }
+  return k;
+}
+
+Tensor linear_cpu(Tensor x_in, Tensor lengths, Tensor stream, Tensor offsets, Tensor sm, int64_t out_features,
+                  std::optional<Tensor> bias_in) {
+  constexpr const char* op = "df11_linear";
+  const Container c = check_container(lengths, stream, offsets, sm, op);
+  const int64_t n = out_features, k = check_linear(x_in, c, n, bias_in, op);
   std::vector<int64_t> out_shape;
   int64_t m = 1;
   for (int64_t i = 0; i + 1 < x_in.dim(); ++i) {
@@ -336,13 +344,7 @@ Tensor linear_op_cuda(Tensor x_in, Tensor lengths, Tensor stream, Tensor offsets
                       std::optional<Tensor> bias) {
   constexpr const char* op = "df11_linear";
   const Container c = check_container(lengths, stream, offsets, sm, op);
-  check_cpu_or_cuda(x_in, op, "x");
-  check_same_device(x_in, c.sm, op, "x", "sign_mantissa");
-  check_dtype(x_in, {ScalarType::BFloat16}, op, "x");
-  LLMPACK_CHECK(x_in.dim() >= 1, op, ": x must have at least 1 dim");
-  const int64_t k = x_in.size(x_in.dim() - 1), n = out_features;
-  LLMPACK_CHECK(n >= 0 && n * k == c.n, op, ": the compressed weight has ", c.n, " values, not out_features x K = ",
-                n, " x ", k, " (x's last dim)");
+  const int64_t n = out_features, k = check_linear(x_in, c, n, bias, op);
   Tensor w = new_empty(c.sm, {n, k}, ScalarType::BFloat16);
   if (c.n > 0) decode_into_cuda(c, static_cast<uint16_t*>(w.mutable_data_ptr()), op);
   return aten_linear(x_in, w, bias);

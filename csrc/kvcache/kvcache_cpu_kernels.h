@@ -22,6 +22,7 @@
 #endif
 
 #include "common/cpu_convert.h"
+#include "common/cpu_simd.h"
 #include "common/parallel.h"
 #include "kvcache/kvcache.h"
 
@@ -61,14 +62,6 @@ inline void narrow(const float* x, int64_t d, Dtype dt, void* base, int64_t row)
   for (int64_t i = 0; i < d; ++i) h[i] = dt == Dtype::kBF16 ? f32_to_bf16(x[i]) : f32_to_f16(x[i]);
 }
 
-#if defined(__AVX2__)
-inline float hsum(__m256 t) {
-  __m128 h = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
-  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-  h = _mm_add_ss(h, _mm_movehdup_ps(h));
-  return _mm_cvtss_f32(h);
-}
-#endif
 
 // Float sums are not reassociated by the compiler, so the dot product is
 // written with independent vector accumulators.
@@ -83,7 +76,7 @@ inline float dot(const float* a, const float* b, int64_t d) {
   }
   for (; i + 16 <= d; i += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), a0);
   const __m512 t = _mm512_add_ps(a0, a1);  // (not _mm512_reduce_add_ps: GCC 12 warns on its undefined lanes)
-  s = hsum(_mm256_add_ps(_mm512_castps512_ps256(t), _mm512_extractf32x8_ps(t, 1)));
+  s = hsum256(_mm256_add_ps(_mm512_castps512_ps256(t), _mm512_extractf32x8_ps(t, 1)));
 #elif defined(__AVX2__)
   __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
   for (; i + 16 <= d; i += 16) {
@@ -91,7 +84,7 @@ inline float dot(const float* a, const float* b, int64_t d) {
     a1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), a1);
   }
   for (; i + 8 <= d; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), a0);
-  s = hsum(_mm256_add_ps(a0, a1));
+  s = hsum256(_mm256_add_ps(a0, a1));
 #else
   float p[4] = {0.f, 0.f, 0.f, 0.f};
   for (; i + 4 <= d; i += 4)

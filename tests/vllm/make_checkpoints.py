@@ -32,15 +32,8 @@ from torch import nn
 import llmpack
 from llmpack.data import corpus
 from llmpack.models import load_smollm2
+from llmpack.data.prompts import PROMPTS
 
-PROMPTS = [
-    "It is a truth universally acknowledged, that",
-    "The capital of France is",
-    "def fibonacci(n):",
-    "Once upon a time, in a small village,",
-    "The three laws of thermodynamics are",
-    "Mr. Darcy looked at Elizabeth and said",
-]
 NEW_TOKENS = 32
 
 
