@@ -137,6 +137,27 @@ inline Tensor reshape_dense(const Tensor& t, const std::vector<int64_t>& sizes) 
   return Tensor(out);
 }
 
+// x [..., K] -> [M, K] (contiguous) and the output shape [..., N].
+struct Flat {
+  Tensor x2d;
+  std::vector<int64_t> out_shape;
+  int64_t m;
+  // y [M, N] (fresh, contiguous) -> [..., N], a view.
+  Tensor unflatten(const Tensor& y) const { return out_shape.size() == 2 ? y : reshape_dense(y, out_shape); }
+};
+
+inline Flat flatten_x(const Tensor& x, int64_t n) {
+  const int64_t k = x.size(x.dim() - 1);
+  std::vector<int64_t> out;
+  int64_t m = 1;
+  for (int64_t i = 0; i + 1 < x.dim(); ++i) {
+    out.push_back(x.size(i));
+    m *= x.size(i);
+  }
+  out.push_back(n);
+  return {x.dim() == 2 ? dense(x) : reshape_dense(dense(x), {m, k}), out, m};
+}
+
 // Any aten op through torch's stable dispatcher entry point: how our ops reuse
 // torch's own kernels (e.g. its BLAS GEMM) without linking torch's C++ ABI.
 template <size_t N>

@@ -217,19 +217,14 @@ Tensor linear_cpu(Tensor x_in, Tensor lengths, Tensor stream, Tensor offsets, Te
   constexpr const char* op = "df11_linear";
   const Container c = check_container(lengths, stream, offsets, sm, op);
   const int64_t n = out_features, k = check_linear(x_in, c, n, bias_in, op);
-  std::vector<int64_t> out_shape;
-  int64_t m = 1;
-  for (int64_t i = 0; i + 1 < x_in.dim(); ++i) {
-    out_shape.push_back(x_in.size(i));
-    m *= x_in.size(i);
-  }
-  out_shape.push_back(n);
-  Tensor x = reshape_dense(dense(x_in), {m, k});
+  const Flat f = flatten_x(x_in, n);
+  const Tensor& x = f.x2d;
+  const int64_t m = f.m;
   const Lut lut = lut_for(c);
   if (m >= dense_crossover_m() && n > 0 && k > 0) {
     Tensor w = new_empty(c.sm, {n, k}, ScalarType::BFloat16);
     decode_into_cpu(c, lut, static_cast<uint16_t*>(w.mutable_data_ptr()), op);
-    return reshape_dense(aten_linear(x, w, bias_in), out_shape);
+    return f.unflatten(aten_linear(x, w, bias_in));
   }
   std::optional<Tensor> bias;
   if (bias_in) bias = dense(*bias_in);
@@ -243,7 +238,7 @@ Tensor linear_cpu(Tensor x_in, Tensor lengths, Tensor stream, Tensor offsets, Te
                  static_cast<uint16_t*>(y.mutable_data_ptr()), m, n, k};
   if (m > 0 && n > 0 && k > 0) cpu().linear(p);
   if (bad != kNoError) fail_bad_chunk(op, bad);
-  return reshape_dense(y, out_shape);
+  return f.unflatten(y);
 }
 
 // ---------------------------------------------------------------- official layout

@@ -3,6 +3,7 @@
 // registration. Layout: kvcache.h.
 #include <string>
 #include <tuple>
+#include <utility>
 
 #include "common/isa.h"
 #include "common/registration.h"
@@ -23,9 +24,12 @@ Dtype dtype_of(ScalarType t) {
 std::tuple<Tensor, Tensor> paged_decode_attention_cpu(Tensor q_in, Tensor k_in, Tensor v_in, Tensor tables_in,
                                                       Tensor lengths_in, double scale, bool return_scores) {
   constexpr const char* op = "paged_decode_attention";
-  for (const Tensor* t : {&q_in, &k_in, &v_in, &tables_in, &lengths_in}) check_cpu_or_cuda(*t, op, "inputs");
-  LLMPACK_CHECK(q_in.is_cpu() && k_in.is_cpu() && v_in.is_cpu() && tables_in.is_cpu() && lengths_in.is_cpu(), op,
-                ": every tensor must be on the CPU (the CUDA kernel is not written yet)");
+  const std::pair<const Tensor*, const char*> args[] = {
+      {&q_in, "q"}, {&k_in, "k_pages"}, {&v_in, "v_pages"}, {&tables_in, "block_tables"}, {&lengths_in, "lengths"}};
+  for (const auto& [t, name] : args) {
+    check_cpu_or_cuda(*t, op, name);
+    LLMPACK_CHECK(t->is_cpu(), op, ": ", name, " must be on the CPU (the CUDA kernel is not written yet)");
+  }
   check_dim(q_in, 3, op, "q");
   check_dim(k_in, 3, op, "k_pages");
   check_dim(v_in, 3, op, "v_pages");

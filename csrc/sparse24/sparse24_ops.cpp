@@ -101,26 +101,6 @@ void check_linear_args(const Tensor& x, const Tensor& values, const Tensor& meta
   }
 }
 
-// x [..., K] -> [M, K] (contiguous) and the output shape [..., N].
-struct Flat {
-  Tensor x2d;
-  std::vector<int64_t> out_shape;
-  int64_t m;
-  // y [M, N] (fresh, contiguous) -> [..., N], a view.
-  Tensor unflatten(const Tensor& y) const { return out_shape.size() == 2 ? y : reshape_dense(y, out_shape); }
-};
-
-Flat flatten_x(const Tensor& x, int64_t n) {
-  const int64_t k = x.size(x.dim() - 1);
-  std::vector<int64_t> out;
-  int64_t m = 1;
-  for (int64_t i = 0; i + 1 < x.dim(); ++i) {
-    out.push_back(x.size(i));
-    m *= x.size(i);
-  }
-  out.push_back(n);
-  return {x.dim() == 2 ? dense(x) : reshape_dense(dense(x), {m, k}), out, m};
-}
 
 // From this many rows of x on, unpacking W tile by tile and running torch's
 // dense GEMM on each tile beats streaming the packed weight once per block of
