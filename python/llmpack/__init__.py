@@ -22,14 +22,17 @@ __all__ = [
     "__version__", "active_isa", "cpu_isa", "cuda_archs", "set_isa", "supported_isas",
     "pad_k", "sparse24_compress", "sparse24_decompress", "sparse24_linear",
     "SparseLinear", "sparsify", "prune", "save", "load",
-    "df11", "DF11Linear", "DF11Embedding", "compress_lossless",
+    "df11", "DF11Linear", "DF11Embedding", "compress_lossless", "PagedKVCache",
 ]
 
 
 def __getattr__(name):
-    # The pruning producers are imported on first use: they are heavier and
-    # most users of the kernels never prune.
+    # The pruning producers and the KV cache are imported on first use: they
+    # are heavier (transformers) and most users of the kernels need neither.
     if name == "prune":
         from .compress.prune import prune
         return prune
+    if name == "PagedKVCache":  # needs transformers, which the kernels alone do not
+        from .kv import PagedKVCache
+        return PagedKVCache
     raise AttributeError(f"module 'llmpack' has no attribute {name!r}")

@@ -33,3 +33,64 @@ def paged_decode_attention(q, k_pages, v_pages, block_tables, lengths, scale: fl
             if return_scores:
                 scores[i, h, :n] = p.sum(0)
     return out.to(q.dtype), scores
+
+
+# ---- eviction (oracle of tests/test_kvcache_cache.py) ---------------------------------------------------------
+
+def rope(x: torch.Tensor, pos, inv_freq: torch.Tensor) -> torch.Tensor:
+    """RoPE of un-rotated x [..., D] at position(s) pos, as complex numbers
+    (first half real part, second half imaginary: Llama's rotate-half)."""
+    half = x.shape[-1] // 2
+    z = torch.complex(x[..., :half].double(), x[..., half:].double())
+    angle = torch.as_tensor(pos, dtype=torch.float64)[..., None] * inv_freq.double()
+    z = z * torch.polar(torch.ones_like(angle), angle)
+    return torch.cat([z.real, z.imag], -1).float()
+
+
+class EvictingHeadReference:
+    """One (sequence, kv-head) of an evicting cache, kept as a list of tokens.
+
+    Each step appends one token (evicting first when at the budget: the
+    unprotected token of lowest accumulated attention, or the oldest), then
+    attends in fp64 with un-rotated keys rotated either to their absolute
+    positions or, with ``policy.reposition``, to their ranks inside the cache
+    (the query to the last rank), as StreamingLLM defines it."""
+
+    def __init__(self, policy, inv_freq: torch.Tensor):
+        self.policy, self.inv_freq = policy, inv_freq
+        self.kept: list[dict] = []
+        self.seen = 0
+
+    def _evict(self):
+        p = self.policy
+        protected = lambda e: e["tok"] < p.sink_tokens or e["tok"] > self.seen - p.recent  # noqa: E731
+        candidates = [e for e in self.kept if not protected(e)]
+        victim = min(candidates, key=lambda e: e["acc"] if p.heavy_hitters else e["tok"])
+        self.kept.remove(victim)
+
+    def append(self, k_raw, v, pos: int):
+        if self.policy.evicts and len(self.kept) == self.policy.budget:
+            self._evict()
+        self.kept.append(dict(tok=self.seen, k=k_raw, v=v, pos=pos, acc=0.0))
+        self.seen += 1
+
+    def attend(self, q_raw, q_pos: int, scale: float):
+        """q_raw [G, D] un-rotated -> (out [G, D] fp32, probabilities summed
+        over the G query heads, one per kept token in token order)."""
+        kept = sorted(self.kept, key=lambda e: e["tok"])
+        n = len(kept)
+        if self.policy.reposition:
+            k_pos, q_pos = list(range(n)), n - 1
+        else:
+            k_pos = [e["pos"] for e in kept]
+        keys = torch.stack([rope(e["k"], kp, self.inv_freq) for e, kp in zip(kept, k_pos)]).double()
+        vals = torch.stack([e["v"] for e in kept]).double()
+        q = rope(q_raw, q_pos, self.inv_freq).double()
+        p = torch.softmax(q @ keys.T * scale, -1)
+        received = p.sum(0)
+        for e, r in zip(kept, received.tolist()):
+            e["acc"] += r
+        return (p @ vals).float(), received
+
+    def tokens(self) -> list[int]:
+        return sorted(e["tok"] for e in self.kept)
