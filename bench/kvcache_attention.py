@@ -83,10 +83,34 @@ def row(length, heads, kv, d, b, dtype, roof):
     del ours, theirs
 
 
+def budget_rows(length: int = 16384, fraction: float = 0.2):
+    """What eviction buys at decode: attention over an evicting cache holding
+    `fraction` of the context vs the whole context, same shapes, interleaved."""
+    print(f"\n# attention per token with a {fraction:.0%} budget vs the full {length}-token cache (cold KV)")
+    print("| heads/kv x dim | dtype | full us | budget us | speed-up |")
+    print("|---|---|---:|---:|---:|")
+    kept = int(length * fraction)
+    for heads, kv, d in [(32, 32, 128), (32, 8, 128), (9, 3, 64)]:
+        for dtype in (torch.bfloat16, torch.float32):
+            g = torch.Generator().manual_seed(heads)
+            q = torch.randn(1, heads, d, generator=g).to(dtype)
+            runs = []
+            for n in (length, kept):
+                cold = Cold(lambda n=n: make_paged(1, kv, n, d, dtype, g), 2 * kv * n * d * q.element_size())
+                runs.append(lambda cold=cold: _ops.paged_decode_attention(q, *cold.next(), d ** -0.5))
+            t_full, t_budget = timeit_interleaved(runs, rounds=5, min_time_s=0.5)
+            print(f"| {heads}/{kv} x {d} | {str(dtype).removeprefix('torch.')} | {t_full.median_s * 1e6:.0f} | "
+                  f"{t_budget.median_s * 1e6:.0f} | {t_full.median_s / t_budget.median_s:.2f}x |", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--budget-only", action="store_true", help="only the eviction-budget rows")
     args = ap.parse_args()
+    if args.budget_only:
+        budget_rows()
+        return
     roof = dram_roof_gbps()
     cpu = open("/proc/cpuinfo").read().split("model name")[1].split(":")[1].splitlines()[0].strip()
     print(f"# paged_decode_attention vs SDPA (contiguous KV), cold KV, page {PAGE}, {time.strftime('%Y-%m-%d')}, "
@@ -102,6 +126,8 @@ def main():
                     if args.quick and dtype == torch.float32:
                         continue
                     row(length, heads, kv, d, b, dtype, roof)
+    if not args.quick:
+        budget_rows()
 
 
 if __name__ == "__main__":

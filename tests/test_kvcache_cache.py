@@ -304,9 +304,14 @@ def test_attached_model_without_paged_cache_is_unchanged():
     assert torch.equal(model.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False), want_gen)
 
 
-def test_composes_with_sparse_linear():
-    model = tiny_llama()
-    llmpack.sparsify(model, method="magnitude", progress=False)
+@pytest.mark.parametrize("compress", ["sparse24", "df11"])
+def test_composes_with_compressed_linears(compress):
+    if compress == "sparse24":
+        model = tiny_llama()
+        llmpack.sparsify(model, method="magnitude", progress=False)
+    else:
+        model = tiny_llama(dtype=torch.bfloat16)
+        llmpack.compress_lossless(model, progress=False)
     ids, mask = _padded_batch()
     want = model.generate(ids, attention_mask=mask, max_new_tokens=12, do_sample=False)
     attach(model)

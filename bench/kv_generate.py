@@ -1,0 +1,92 @@
+"""End to end: SmolLM2-135M ``generate`` with each PagedKVCache policy over
+a long generation, next to transformers' DynamicCache (sdpa) in the same run.
+
+Per policy: decode tokens/s (prefill excluded), KV bytes held at the end,
+pool bytes allocated, and the tokens kept per (sequence, kv-head). The
+prompt is a passage of Austen; generation is forced to the full length.
+
+    python bench/kv_generate.py [--new 4096] [--budget 256] [--prompt 256]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import llmpack  # noqa: E402,F401
+from llmpack._progress import step  # noqa: E402
+from llmpack.data import corpus  # noqa: E402
+from llmpack.kv import PagedKVCache, attach  # noqa: E402
+from llmpack.models import load_smollm2  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def timed_generate(model, ids, new: int, cache):
+    """(decode seconds, total seconds): prefill timed apart with one token."""
+    kw = dict(do_sample=False, min_new_tokens=new, max_new_tokens=new, eos_token_id=None, pad_token_id=0)
+    start = time.perf_counter()
+    model.generate(ids, attention_mask=torch.ones_like(ids), cache=cache, **{**kw, "min_new_tokens": 1,
+                                                                             "max_new_tokens": 1})
+    prefill = time.perf_counter() - start
+    cache.reset() if cache is not None else None
+    start = time.perf_counter()
+    model.generate(ids, attention_mask=torch.ones_like(ids), cache=cache, **kw)
+    total = time.perf_counter() - start
+    return total - prefill, total
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--new", type=int, default=4096)
+    ap.add_argument("--budget", type=int, default=256)
+    ap.add_argument("--prompt", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=os.path.join(ROOT, "docs", "results", "kv_generate.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    with step("loading SmolLM2-135M (fp32)"):
+        model, tok = load_smollm2(torch.float32)
+    text = corpus.load_austen()["Persuasion"]
+    ids = torch.tensor([corpus._encode(tok, text)[: args.prompt]])
+    configs = [("dynamic (sdpa)", None), ("full", {}), ("window", dict(budget=args.budget)),
+               ("sink", dict(budget=args.budget)), ("h2o", dict(budget=args.budget)),
+               ("sink+h2o", dict(budget=args.budget))]
+    rows = []
+    with torch.inference_mode():
+        for name, kw in configs:
+            if kw is None:
+                model.set_attn_implementation("sdpa")
+                cache = None
+            else:
+                attach(model)
+                cache = PagedKVCache(name, **kw)
+            with step(f"{name}: {args.new} new tokens"):
+                decode_s, total_s = timed_generate(model, ids, args.new, cache)
+            row = dict(policy=name, budget=kw.get("budget") if kw else None,
+                       decode_tok_s=round((args.new - 1) / decode_s, 2), total_s=round(total_s, 1))
+            if cache is not None:
+                row.update(kv_mib=round(cache.kv_bytes() / 2**20, 2),
+                           pool_mib=round(sum(2 * lay.k_pages.numel() * lay.k_pages.element_size()
+                                              for lay in cache.layers) / 2**20, 2),
+                           kept_per_head=int(cache.num_kept_tokens(0).max()))
+            else:
+                ctx = args.prompt + args.new - 1
+                cfg = model.config
+                row.update(kv_mib=round(2 * cfg.num_hidden_layers * cfg.num_key_value_heads * ctx
+                                        * (cfg.hidden_size // cfg.num_attention_heads) * 4 / 2**20, 2))
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    result = dict(model="SmolLM2-135M-Instruct (fp32)", prompt_tokens=args.prompt, new_tokens=args.new,
+                  threads=args.threads, date=time.strftime("%Y-%m-%d"), cpu=llmpack.cpu_isa(), rows=rows)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
