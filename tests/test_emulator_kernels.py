@@ -14,6 +14,7 @@ registered op has one.
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import pytest
@@ -216,6 +217,90 @@ def df11_linear(ops, case):
 
 
 
+# ---- paged decode attention (split-K over slots + log-sum-exp merge) -------------------------
+def kv_pool(lengths, page_size: int, d: int, dtype, seed: int = 0, pad: int = 0, spare_pages: int = 3):
+    """Random K/V in a shuffled pool for int32 lengths [B, Hkv]: (k_pages,
+    v_pages, block_tables). Every slot no (sequence, kv-head) uses is NaN, in
+    the used pages' tails and in spare pages; table entries past the used
+    pages (and `pad` extra columns) are -1 or 10**9, so reading any of them
+    shows up as NaN or an out-of-bounds access (ASan build)."""
+    g = torch.Generator().manual_seed(seed)
+    b, kv = lengths.shape
+    need = [[(int(n) + page_size - 1) // page_size for n in row] for row in lengths]
+    total = sum(map(sum, need)) + spare_pages
+    max_pages = max(1, max(map(max, need))) + pad
+    k = torch.full((total, page_size, d), float("nan"), dtype=dtype)
+    v = torch.full((total, page_size, d), float("nan"), dtype=dtype)
+    tables = torch.where(torch.arange(b * kv * max_pages).view(b, kv, max_pages) % 2 == 0,
+                         torch.tensor(-1), torch.tensor(10**9)).to(torch.int32)
+    order, used = torch.randperm(total, generator=g), 0
+    for i in range(b):
+        for h in range(kv):
+            n = int(lengths[i, h])
+            for p in range(need[i][h]):
+                page = int(order[used])
+                used += 1
+                tables[i, h, p] = page
+                rows = min(page_size, n - p * page_size)
+                k[page, :rows] = torch.randn(rows, d, generator=g).to(dtype)
+                v[page, :rows] = torch.randn(rows, d, generator=g).to(dtype)
+    return k, v, tables
+
+
+# (lengths [B][Hkv], group, page_size, head_dim, dtype, return_scores, pad): lengths 0/1/17/97
+# mixed per sequence and per kv-head at every page size, GQA group and dtype; long contexts
+# (1025: 5 parts of 256 slots); odd shapes (head_dim 1/7/33/80, groups 3/5/12: a pass of 8
+# query heads then 4); parts ending on a split boundary; tables much wider than used (empty parts).
+KV_CASES = (
+    [(((1, 17), (97, 0)), g, ps, 64, dt, rs, 0)
+     for ps in (1, 16, 32) for g in (1, 4, 8) for dt in FLOAT_DTYPES for rs in (True, False)]
+    + [(((1025, 1018), (341, 2)), g, ps, 128, dt, True, 0) for g, ps in ((4, 16), (8, 32)) for dt in FLOAT_DTYPES]
+    + [(((1025,),), 1, 32, 33, torch.float16, False, 0),
+       (((5, 0, 33),), 3, 16, 7, torch.float32, True, 0),
+       (((300,), (1,)), 12, 16, 80, torch.bfloat16, True, 0),
+       (((97,),), 5, 1, 1, torch.float16, True, 0),
+       (((257, 256, 255),), 2, 16, 64, torch.float32, True, 0),
+       (((17,),), 4, 16, 64, torch.bfloat16, True, 40),
+       (((0, 0),), 4, 16, 64, torch.float32, True, 0)]
+)
+
+
+@kernel_check(covers=("paged_decode_attention",), cases=KV_CASES)
+def paged_decode_attention(ops, case):
+    from conftest import ULP
+    from llmpack.reference import kvcache as ref_kv
+
+    lengths, group, ps, d, dtype, return_scores, pad = case
+    lengths = torch.tensor(lengths, dtype=torch.int32)
+    b, kv = lengths.shape
+    seed = int(lengths.sum()) + group * 10 + ps + d
+    k, v, tables = kv_pool(lengths, ps, d, dtype, seed=seed, pad=pad)
+    q = (1.5 * torch.randn(b, kv * group, d, generator=torch.Generator().manual_seed(seed + 1))).to(dtype)
+    scale = d ** -0.5
+    before = ops.counters()["launches"]
+    out, scores = ops.paged_decode_attention(q, k, v, tables, lengths, scale, return_scores)
+    assert ops.counters()["launches"] - before == 2, "expected the split and the merge kernel"
+    want, want_scores = ref_kv.paged_decode_attention(q, k, v, tables, lengths, scale, True)
+    assert out.dtype == dtype and out.shape == q.shape
+    assert not out.isnan().any(), "read an unused (NaN) slot"
+    # A convex combination of V rows in fp32 (~1e-6 of max |v|, more terms for
+    # longer contexts), then one rounding to the output dtype.
+    vmax = torch.nan_to_num(v.float(), nan=0.0).abs().max()
+    tol = ULP[dtype] * want.float().abs() + 2e-5 * vmax
+    err = (out.float() - want.float()).abs()
+    assert (err <= tol).all(), f"worst error {err.max():.3g}"
+    cap = tables.shape[2] * ps
+    if not return_scores:
+        assert scores.shape == (0, kv, cap)
+        return
+    assert scores.shape == (b, kv, cap) and scores.dtype == torch.float32
+    torch.testing.assert_close(scores, want_scores, rtol=1e-4, atol=1e-6 * group)
+    unused = torch.arange(cap)[None, None, :] >= lengths[:, :, None]
+    assert (scores[unused] == 0).all(), "scores of unused slots must be exactly 0"
+    has = lengths > 0
+    torch.testing.assert_close(scores.sum(-1)[has], torch.full_like(scores.sum(-1)[has], float(group)),
+                               rtol=1e-4, atol=1e-4)
+
 @pytest.mark.parametrize("name,case", list(_cases()))
 def test_kernel_matches_reference(ops, schedule, name, case):
     KERNEL_CHECKS[name][0](ops, case)
@@ -298,3 +383,75 @@ def test_df11_corrupted_chunk_is_named(ops):
     bad[2] = bad[1]  # chunk 1 gets no bytes at all
     with pytest.raises(RuntimeError, match="corrupted stream in chunk 1"):
         ops.df11_decode(lengths, stream, bad.to(torch.uint32), sm)
+
+
+# ---- paged decode attention: block tables and lengths are checked on the device -----------------
+def _kv_bad_input():
+    lengths = torch.tensor([[5, 19], [600, 0]], dtype=torch.int32)
+    k, v, tables = kv_pool(lengths, 16, 32, torch.float32, spare_pages=0)  # 1 + 2 + 38 = 41 pages
+    q = torch.randn(2, 4, 32)
+    return q, k, v, tables, lengths
+
+
+def _same_error(ops, *args):
+    """The emulated CUDA path raises exactly the CPU path's message; returns it."""
+    from llmpack import _ops
+
+    with pytest.raises(RuntimeError) as cpu:
+        _ops.paged_decode_attention(*args, 0.2, True)
+    with pytest.raises(RuntimeError) as cuda:
+        ops.paged_decode_attention(*args, 0.2, True)
+    assert str(cuda.value) == str(cpu.value)
+    return str(cuda.value)
+
+
+def test_paged_attention_bad_table_entry_is_named(ops, schedule):
+    q, k, v, tables, lengths = _kv_bad_input()
+    bad = tables.clone()
+    bad[1, 0, 37] = -5  # last used page of (1, 0): the highest part
+    bad[1, 0, 3] = 41
+    bad[0, 1, 1] = 99
+    msg = _same_error(ops, q, k, v, bad, lengths)
+    assert re.search(r"block_tables\[0, 1, 1\] = 99 points outside the pool of 41 pages", msg), msg
+    bad[0, 1, 1] = tables[0, 1, 1]
+    msg = _same_error(ops, q, k, v, bad, lengths)
+    assert re.search(r"block_tables\[1, 0, 3\] = 41 points outside the pool of 41 pages", msg), msg
+    bad[1, 0, 3] = tables[1, 0, 3]
+    msg = _same_error(ops, q, k, v, bad, lengths)
+    assert re.search(r"block_tables\[1, 0, 37\] = -5 points outside", msg), msg
+
+
+def test_paged_attention_bad_length_is_named(ops, schedule):
+    q, k, v, tables, lengths = _kv_bad_input()
+    cap = tables.shape[2] * 16  # 38 pages of 16
+    bad = lengths.clone()
+    bad[1, 1] = cap + 1
+    msg = _same_error(ops, q, k, v, tables, bad)
+    assert re.search(rf"lengths\[1, 1\] = {cap + 1} is outside 0..{cap} \(38 pages of 16 slots\)", msg), msg
+    bad[0, 1] = -3
+    msg = _same_error(ops, q, k, v, tables, bad)
+    assert re.search(r"lengths\[0, 1\] = -3 is outside 0..", msg), msg
+    # An earlier (sequence, kv-head)'s bad table entry comes first, as on the CPU.
+    bad_tables = tables.clone()
+    bad_tables[0, 0, 0] = 1000
+    msg = _same_error(ops, q, k, v, bad_tables, bad)
+    assert re.search(r"block_tables\[0, 0, 0\] = 1000", msg), msg
+
+
+def test_paged_attention_argument_checks_on_the_cuda_path(ops):
+    q, k, v, tables, lengths = _kv_bad_input()
+    with pytest.raises(RuntimeError, match="multiple of the block tables' 2 kv-heads"):
+        ops.paged_decode_attention(torch.randn(2, 3, 32), k, v, tables, lengths, 0.2, True)
+    with pytest.raises(RuntimeError, match="block_tables must be int32, got int64"):
+        ops.paged_decode_attention(q, k, v, tables.long(), lengths, 0.2, True)
+    with pytest.raises(RuntimeError, match="must have one dtype"):
+        ops.paged_decode_attention(q, k.half(), v, tables, lengths, 0.2, True)
+
+
+def test_paged_attention_empty_batch_launches_nothing(ops):
+    before = ops.counters()["launches"]
+    out, scores = ops.paged_decode_attention(torch.zeros(0, 4, 8), torch.zeros(3, 16, 8), torch.zeros(3, 16, 8),
+                                             torch.zeros(0, 2, 5, dtype=torch.int32),
+                                             torch.zeros(0, 2, dtype=torch.int32), 0.5, True)
+    assert out.shape == (0, 4, 8) and scores.shape == (0, 2, 80)
+    assert ops.counters()["launches"] == before

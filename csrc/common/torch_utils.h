@@ -192,6 +192,11 @@ struct CudaContext {
 };
 #endif
 
+// t itself when on the CPU, else a host copy (a sync on CUDA).
+inline Tensor to_cpu(const Tensor& t) {
+  return t.is_cpu() ? t : torch::stable::to(t, torch::stable::Device(torch::headeronly::DeviceType::CPU));
+}
+
 // CUDA kernels report the first bad index through one device int64 that
 // starts at "none" (-1, i.e. all ones for their unsigned atomicMin); reading
 // it back costs one sync. -1 is the largest value for an unsigned atomicMin

@@ -41,10 +41,6 @@ struct Container {
   std::vector<uint32_t> code;
 };
 
-Tensor to_cpu(const Tensor& t) {
-  return t.is_cpu() ? t : torch::stable::to(t, torch::stable::Device(torch::headeronly::DeviceType::CPU));
-}
-
 Container check_container(const Tensor& lengths_in, const Tensor& stream_in, const Tensor& offsets_in,
                           const Tensor& sm_in, const char* op) {
   check_1d(lengths_in, ScalarType::Byte, op, "lengths");

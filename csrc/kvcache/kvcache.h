@@ -28,6 +28,8 @@
 
 #include <cstdint>
 
+#include "common/hostdevice.h"
+
 namespace llmpack::kvcache {
 
 enum class Dtype : int { kF32 = 0, kBF16 = 1, kF16 = 2 };
@@ -49,5 +51,35 @@ struct CpuKernels {
   void (*decode)(const DecodeParams&);
 };
 extern const CpuKernels kCpuGeneric, kCpuAvx2, kCpuAvx512;
+
+// The CUDA decode (kvcache_cuda.cu) splits each (sequence, kv-head)'s slots
+// into parts of kCudaSplitSlots, one block each, and merges the parts in a
+// second kernel. Its fp32 workspace, for T = batch * num_kv_heads tasks,
+// N = cuda_num_splits(capacity) parts, G = group, C = max_pages * page_size:
+//   max [T, N, G] | sum [T, N, G] | acc [T, N, G, head_dim] | (scores only) exp [T, G, C]
+constexpr int64_t kCudaSplitSlots = 256;
+LLMPACK_HD int64_t cuda_num_splits(int64_t capacity) { return (capacity + kCudaSplitSlots - 1) / kCudaSplitSlots; }
+LLMPACK_HD int64_t cuda_workspace_floats(const DecodeParams& p) {
+  const int64_t tasks = p.batch * p.num_kv_heads, group = p.num_heads / p.num_kv_heads;
+  const int64_t capacity = p.max_pages * p.page_size, parts = tasks * cuda_num_splits(capacity) * group;
+  return parts * (2 + p.head_dim) + (p.scores ? tasks * group * capacity : 0);
+}
+// Block tables and lengths are checked on the device, before anything they
+// point to is read. The lowest bad entry goes to the error slot as
+//   task * (max_pages + 1) + 0        lengths[b, h] outside 0 .. capacity
+//   task * (max_pages + 1) + 1 + i    block_tables[b, h, i] outside 0 .. num_pages - 1 (a used page)
+// (task = b * num_kv_heads + h): the lowest code is the error the CPU path,
+// which checks in that order, reports first.
+LLMPACK_HD int64_t cuda_error_code(int64_t task, int64_t max_pages, int64_t what) {
+  return task * (max_pages + 1) + what;
+}
+
+#if defined(LLMPACK_WITH_CUDA) || defined(LLMPACK_SIMT_EMULATION)
+// Runs both kernels on `stream`; workspace holds cuda_workspace_floats(p)
+// floats; *bad (device int64, preset to -1 = none) gets the lowest error
+// code. Returns the launch error (0 = ok). With an error reported, out and
+// scores are undefined.
+int decode_cuda(const DecodeParams& p, int64_t num_pages, float* workspace, int64_t* bad, void* stream);
+#endif
 
 }  // namespace llmpack::kvcache
