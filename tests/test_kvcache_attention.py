@@ -85,6 +85,15 @@ def test_head_dims(d):
     run_case([[9, 40]], 2, 16, d, torch.float32, seed=d)
 
 
+# Every head-blocking of the vector kernels (4/3/2/1 heads at once, columns in
+# 64/32/16/8-wide blocks, then the d % 8 tail) and slot counts around 8.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("group", [2, 3, 5, 12])
+@pytest.mark.parametrize("d", [7, 24, 80, 136])
+def test_head_blocking(isa, dtype, group, d):
+    run_case([[7, 8], [9, 16]], group, 16, d, dtype, seed=group * d)
+
+
 def test_scores_off_by_default_and_compile():
     lengths = torch.tensor([[5, 19]], dtype=torch.int32)
     k, v, tables = paged(lengths, 16, 32, torch.float32, spare_pages=0)
