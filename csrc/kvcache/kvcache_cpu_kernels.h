@@ -95,110 +95,6 @@ inline float dot(const float* a, const float* b, int64_t d) {
   return s;
 }
 
-#if defined(__AVX2__)
-// 8 values of the pool's dtype at p, as fp32.
-template <Dtype DT>
-inline __m256 load8(const void* base, int64_t i) {
-  if constexpr (DT == Dtype::kF32) {
-    return _mm256_loadu_ps(static_cast<const float*>(base) + i);
-  } else {
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + i));
-    if constexpr (DT == Dtype::kBF16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-    else return _mm256_cvtph_ps(h);
-  }
-}
-
-template <Dtype DT>
-inline float value_at(const void* base, int64_t i) {
-  if constexpr (DT == Dtype::kF32) return static_cast<const float*>(base)[i];
-  else if constexpr (DT == Dtype::kBF16) return bf16_to_f32(static_cast<const uint16_t*>(base)[i]);
-  else return f16_to_f32(static_cast<const uint16_t*>(base)[i]);
-}
-
-// Logits of up to 8 slots (rows[0..nb), fp32) for one query q: one vector
-// accumulator per slot, reduced together (no horizontal sum per slot).
-inline void dot8(const float* q, const float* const (&rows)[8], int nb, int64_t d, float* out) {
-  __m256 acc[8];
-  for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 8 <= d; i += 8) {
-    const __m256 qv = _mm256_loadu_ps(q + i);
-#pragma GCC unroll 8
-    for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(rows[j] + i), qv, acc[j]);
-  }
-  alignas(32) float sums[8];
-  _mm256_store_ps(sums, hsum8x8(acc));
-  for (int j = 0; j < nb; ++j) {
-    float s = sums[j];
-    for (int64_t k = i; k < d; ++k) s += q[k] * rows[j][k];
-    out[j] = s;
-  }
-}
-
-// out[g * d + c] += sum_t w[g * stride + t] * v_t[c] for G heads, columns
-// [c0, c0 + 8 * C): the G x C accumulators stay in registers over all slots,
-// and each V element is loaded (and widened) once per G heads.
-template <Dtype DT, int G, int C>
-inline void weighted_v_block(const void* v_pages, const int64_t* rows, int64_t n, const float* w, int64_t stride,
-                             int64_t d, int64_t c0, float* out) {
-  __m256 acc[G][C];
-  for (int g = 0; g < G; ++g)
-    for (int c = 0; c < C; ++c) acc[g][c] = _mm256_setzero_ps();
-  for (int64_t t = 0; t < n; ++t) {
-    const int64_t base = rows[t] * d + c0;
-    __m256 v[C];
-#pragma GCC unroll 8
-    for (int c = 0; c < C; ++c) v[c] = load8<DT>(v_pages, base + 8 * c);
-#pragma GCC unroll 4
-    for (int g = 0; g < G; ++g) {
-      const __m256 wg = _mm256_broadcast_ss(w + g * stride + t);
-#pragma GCC unroll 8
-      for (int c = 0; c < C; ++c) acc[g][c] = _mm256_fmadd_ps(v[c], wg, acc[g][c]);
-    }
-  }
-  for (int g = 0; g < G; ++g)
-    for (int c = 0; c < C; ++c) _mm256_storeu_ps(out + g * d + c0 + 8 * c, acc[g][c]);
-}
-
-// All columns that fill whole 8-wide vectors, for heads [g0, g0 + G); returns
-// the first column left over (d % 8 columns, done by the caller).
-template <Dtype DT, int G>
-inline int64_t weighted_v_heads(const void* v_pages, const int64_t* rows, int64_t n, const float* w, int64_t stride,
-                                int64_t d, float* out) {
-  constexpr int C = G == 1 ? 8 : G == 2 ? 4 : 2;  // <= 8 accumulators + C loads live
-  int64_t c0 = 0;
-  for (; c0 + 8 * C <= d; c0 += 8 * C) weighted_v_block<DT, G, C>(v_pages, rows, n, w, stride, d, c0, out);
-  for (; c0 + 8 <= d; c0 += 8) weighted_v_block<DT, G, 1>(v_pages, rows, n, w, stride, d, c0, out);
-  return c0;
-}
-
-template <Dtype DT>
-void weighted_v(const void* v_pages, const int64_t* rows, int64_t n, const float* w, int64_t stride, int64_t d,
-                int64_t group, float* acc) {
-  for (int64_t g0 = 0; g0 < group;) {
-    const int64_t left = group - g0;
-    const float* wg = w + g0 * stride;
-    float* ag = acc + g0 * d;
-    int64_t c0;
-    int step;
-    if (left >= 4) c0 = weighted_v_heads<DT, 4>(v_pages, rows, n, wg, stride, d, ag), step = 4;
-    else if (left == 3) c0 = weighted_v_heads<DT, 3>(v_pages, rows, n, wg, stride, d, ag), step = 3;
-    else if (left == 2) c0 = weighted_v_heads<DT, 2>(v_pages, rows, n, wg, stride, d, ag), step = 2;
-    else c0 = weighted_v_heads<DT, 1>(v_pages, rows, n, wg, stride, d, ag), step = 1;
-    if (c0 < d) {  // the d % 8 columns left
-      for (int g = 0; g < step; ++g)
-        for (int64_t c = c0; c < d; ++c) ag[g * d + c] = 0.f;
-      for (int64_t t = 0; t < n; ++t)
-        for (int g = 0; g < step; ++g) {
-          const float wt = wg[g * stride + t];
-          for (int64_t c = c0; c < d; ++c) ag[g * d + c] += wt * value_at<DT>(v_pages, rows[t] * d + c);
-        }
-    }
-    g0 += step;
-  }
-}
-#endif
-
 // One split of one (sequence, kv-head): slots [t0, t1). Writes, per query
 // head g of the group, the split's max logit m[g], sum of exp(logit - m[g])
 // sum[g], and unnormalised sum_t exp(logit - m[g]) v_t into acc[g * d ..];
@@ -209,80 +105,46 @@ struct Split {
 };
 
 void attend_split(const DecodeParams& p, const Split& sp, float* m, float* sum, float* acc, float* prob_all,
-                  std::vector<float>& ws, std::vector<int64_t>& rows_ws) {
+                  std::vector<float>& ws) {
   const int64_t d = p.head_dim, group = p.num_heads / p.num_kv_heads, ps = p.page_size;
   const int64_t b = sp.task / p.num_kv_heads, h = sp.task % p.num_kv_heads, len = sp.t1 - sp.t0;
   const int32_t* table = p.tables + sp.task * p.max_pages;
   const int64_t full_len = p.lengths[sp.task];
-  // Workspace: q (scaled) [group, d], 8 widened rows [8, d], probabilities
-  // [group, len] (when not kept for scores); each slot's pool row [len].
-  const int64_t prob_at = group * d + 8 * d;
-  ws.resize(size_t(prob_at + (prob_all ? 0 : group * len)));
-  rows_ws.resize(size_t(len));
+  // Workspace: q (scaled) [group, d], one widened row [d], probabilities [group, len] (when not kept for scores).
+  ws.resize(size_t(group * d + d + (prob_all ? 0 : group * len)));
   float* qf = ws.data();
-  float* kbuf = qf + group * d;
-  int64_t* rows = rows_ws.data();
+  float* row = qf + group * d;
   // prob[g * stride + (t - t0)]: this split's probabilities.
-  float* prob = prob_all ? prob_all + sp.t0 : ws.data() + prob_at;
+  float* prob = prob_all ? prob_all + sp.t0 : row + d;
   const int64_t stride = prob_all ? full_len : len;
-  for (int64_t t = 0; t < len; ++t) {
-    const int64_t slot = sp.t0 + t;
-    rows[t] = int64_t(table[slot / ps]) * ps + slot % ps;
-  }
   for (int64_t g = 0; g < group; ++g) {
-    const float* q = widen(p.q, b * p.num_heads + h * group + g, d, p.dtype, kbuf);
+    const float* q = widen(p.q, b * p.num_heads + h * group + g, d, p.dtype, row);
     for (int64_t i = 0; i < d; ++i) qf[g * d + i] = q[i] * p.scale;
   }
-#if defined(__AVX2__)
-  for (int64_t t = 0; t < len; t += 8) {  // 1. logits, 8 slots at a time
-    const int nb = static_cast<int>(std::min<int64_t>(8, len - t));
-    const float* kr[8];
-    for (int j = 0; j < 8; ++j) kr[j] = widen(p.k_pages, rows[t + std::min(j, nb - 1)], d, p.dtype, kbuf + j * d);
-    for (int64_t g = 0; g < group; ++g) dot8(qf + g * d, kr, nb, d, prob + g * stride + t);
+  for (int64_t t = sp.t0; t < sp.t1; ++t) {  // 1. logits
+    const float* k = widen(p.k_pages, int64_t(table[t / ps]) * ps + t % ps, d, p.dtype, row);
+    for (int64_t g = 0; g < group; ++g) prob[g * stride + (t - sp.t0)] = dot(qf + g * d, k, d);
   }
-#else
-  for (int64_t t = 0; t < len; ++t) {  // 1. logits
-    const float* k = widen(p.k_pages, rows[t], d, p.dtype, kbuf);
-    for (int64_t g = 0; g < group; ++g) prob[g * stride + t] = dot(qf + g * d, k, d);
-  }
-#endif
   for (int64_t g = 0; g < group; ++g) {  // 2. exponentials against the split's max
     float* pg = prob + g * stride;
     const float mx = *std::max_element(pg, pg + len);
     float s = 0.f;
-    int64_t t = 0;
-#if defined(__AVX2__)
-    const __m256 mv = _mm256_set1_ps(mx);
-    __m256 sv = _mm256_setzero_ps();
-    for (; t + 8 <= len; t += 8) {
-      const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(pg + t), mv));
-      _mm256_storeu_ps(pg + t, e);
-      sv = _mm256_add_ps(sv, e);
-    }
-    s = hsum256(sv);
-#endif
-    for (; t < len; ++t) {
+    for (int64_t t = 0; t < len; ++t) {
       pg[t] = std::exp(pg[t] - mx);
       s += pg[t];
     }
     m[g] = mx;
     sum[g] = s;
   }
-#if defined(__AVX2__)  // 3. weighted V
-  if (p.dtype == Dtype::kF32) weighted_v<Dtype::kF32>(p.v_pages, rows, len, prob, stride, d, group, acc);
-  else if (p.dtype == Dtype::kBF16) weighted_v<Dtype::kBF16>(p.v_pages, rows, len, prob, stride, d, group, acc);
-  else weighted_v<Dtype::kF16>(p.v_pages, rows, len, prob, stride, d, group, acc);
-#else
   std::fill(acc, acc + group * d, 0.f);
-  for (int64_t t = 0; t < len; ++t) {
-    const float* v = widen(p.v_pages, rows[t], d, p.dtype, kbuf);
+  for (int64_t t = sp.t0; t < sp.t1; ++t) {  // 3. weighted V
+    const float* v = widen(p.v_pages, int64_t(table[t / ps]) * ps + t % ps, d, p.dtype, row);
     for (int64_t g = 0; g < group; ++g) {
-      const float w = prob[g * stride + t];
+      const float w = prob[g * stride + (t - sp.t0)];
       float* a = acc + g * d;
       for (int64_t i = 0; i < d; ++i) a[i] += w * v[i];  // vectorised by the compiler
     }
   }
-#endif
 }
 
 void decode(const DecodeParams& p) {
@@ -308,12 +170,11 @@ void decode(const DecodeParams& p) {
   std::vector<float> prob(p.scores ? size_t(prob_at[size_t(tasks)]) : 0);
   parallel_for(0, ns, 1, [&](int64_t s0, int64_t s1) {
     std::vector<float> ws;
-    std::vector<int64_t> rows_ws;
     for (int64_t s = s0; s < s1; ++s) {
       const Split& sp = splits[size_t(s)];
       if (sp.t1 > sp.t0)
         attend_split(p, sp, &m[size_t(s * group)], &sum[size_t(s * group)], &acc[size_t(s * group * d)],
-                     p.scores ? prob.data() + prob_at[size_t(sp.task)] : nullptr, ws, rows_ws);
+                     p.scores ? prob.data() + prob_at[size_t(sp.task)] : nullptr, ws);
     }
   });
   parallel_for(0, tasks, 1, [&](int64_t k0, int64_t k1) {  // log-sum-exp merge of each task's splits
