@@ -25,6 +25,7 @@ from llmpack.reference import sparse24_cutlass as ref_cutlass
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "simt"))
 import simt_support as simt  # noqa: E402
+from kv_pools import kv_pool  # noqa: E402
 
 N_VALUES = (1, 7, 97)
 K_VALUES = (4, 12, 36)
@@ -218,33 +219,6 @@ def df11_linear(ops, case):
 
 
 # ---- paged decode attention (split-K over slots + log-sum-exp merge) -------------------------
-def kv_pool(lengths, page_size: int, d: int, dtype, seed: int = 0, pad: int = 0, spare_pages: int = 3):
-    """Random K/V in a shuffled pool for int32 lengths [B, Hkv]: (k_pages,
-    v_pages, block_tables). Every slot no (sequence, kv-head) uses is NaN, in
-    the used pages' tails and in spare pages; table entries past the used
-    pages (and `pad` extra columns) are -1 or 10**9, so reading any of them
-    shows up as NaN or an out-of-bounds access (ASan build)."""
-    g = torch.Generator().manual_seed(seed)
-    b, kv = lengths.shape
-    need = [[(int(n) + page_size - 1) // page_size for n in row] for row in lengths]
-    total = sum(map(sum, need)) + spare_pages
-    max_pages = max(1, max(map(max, need))) + pad
-    k = torch.full((total, page_size, d), float("nan"), dtype=dtype)
-    v = torch.full((total, page_size, d), float("nan"), dtype=dtype)
-    tables = torch.where(torch.arange(b * kv * max_pages).view(b, kv, max_pages) % 2 == 0,
-                         torch.tensor(-1), torch.tensor(10**9)).to(torch.int32)
-    order, used = torch.randperm(total, generator=g), 0
-    for i in range(b):
-        for h in range(kv):
-            n = int(lengths[i, h])
-            for p in range(need[i][h]):
-                page = int(order[used])
-                used += 1
-                tables[i, h, p] = page
-                rows = min(page_size, n - p * page_size)
-                k[page, :rows] = torch.randn(rows, d, generator=g).to(dtype)
-                v[page, :rows] = torch.randn(rows, d, generator=g).to(dtype)
-    return k, v, tables
 
 
 # (lengths [B][Hkv], group, page_size, head_dim, dtype, return_scores, pad): lengths 0/1/17/97

@@ -9,37 +9,13 @@ import pytest
 import torch
 
 from conftest import ULP, check_op
+from kv_pools import kv_pool as paged
 from llmpack import _ops
 from llmpack.reference import kvcache as ref
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
 
-def paged(lengths: torch.Tensor, page_size: int, d: int, dtype, seed: int = 0, spare_pages: int = 3):
-    """Random K/V in a shuffled pool: (k_pages, v_pages, block_tables). Every
-    slot no (sequence, kv-head) uses is NaN, and table entries past the used
-    pages are -1, so reading either shows up in the result."""
-    g = torch.Generator().manual_seed(seed)
-    b, kv = lengths.shape
-    need = [[(int(n) + page_size - 1) // page_size for n in row] for row in lengths]
-    total = sum(map(sum, need)) + spare_pages
-    max_pages = max(1, max(map(max, need)))
-    k = torch.full((total, page_size, d), float("nan"), dtype=dtype)
-    v = torch.full((total, page_size, d), float("nan"), dtype=dtype)
-    order = torch.randperm(total, generator=g)
-    tables = torch.full((b, kv, max_pages), -1, dtype=torch.int32)
-    used = 0
-    for i in range(b):
-        for h in range(kv):
-            n = int(lengths[i, h])
-            for p in range(need[i][h]):
-                page = int(order[used])
-                used += 1
-                tables[i, h, p] = page
-                rows = min(page_size, n - p * page_size)
-                k[page, :rows] = torch.randn(rows, d, generator=g).to(dtype)
-                v[page, :rows] = torch.randn(rows, d, generator=g).to(dtype)
-    return k, v, tables
 
 
 def run_case(lengths, heads_per_kv, page_size, d, dtype, seed=0):
