@@ -196,8 +196,9 @@ class PagedLayer(CacheLayerMixin):
         self.v_pages.view(-1, self.head_dim)[rows] = v.to(self.dtype)
 
     # ---- decode: one token per sequence -----------------------------------------------------------------------
-    def _victims(self, lengths: torch.Tensor, incoming: torch.Tensor) -> torch.Tensor:
-        """Per (sequence, kv-head), the slot the incoming token replaces (policy.py)."""
+    def _victims(self, lengths: torch.Tensor, incoming: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per (sequence, kv-head), the slot the incoming token replaces (policy.py),
+        and whether no slot was evictable (excluded by make_policy)."""
         live = torch.arange(self.tok.shape[-1], device=self.device) < lengths[..., None]
         sink = self.tok < self.sinks[:, None, None]
         recent = self.tok > (incoming - self.recent)[:, None, None]
