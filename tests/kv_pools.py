@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from conftest import ULP
+
 
 def kv_pool(lengths, page_size: int, d: int, dtype, seed: int = 0, pad: int = 0, spare_pages: int = 3):
     """Random K/V in a shuffled pool for int32 lengths [B, Hkv]: (k_pages,
@@ -32,3 +34,15 @@ def kv_pool(lengths, page_size: int, d: int, dtype, seed: int = 0, pad: int = 0,
                 k[page, :rows] = torch.randn(rows, d, generator=g).to(dtype)
                 v[page, :rows] = torch.randn(rows, d, generator=g).to(dtype)
     return k, v, tables
+
+
+def check_output(out, want, v, dtype):
+    """out (q's dtype, no NaN: no unused slot was read) against the reference:
+    a convex combination of V rows in fp32 (~1e-6 of max |v|, more terms for
+    longer contexts), then one rounding to the output dtype."""
+    assert out.dtype == dtype and out.shape == want.shape
+    assert not out.isnan().any(), "read an unused (NaN) slot"
+    vmax = torch.nan_to_num(v.float(), nan=0.0).abs().max()
+    tol = ULP[dtype] * want.float().abs() + 2e-5 * vmax
+    err = (out.float() - want.float()).abs()
+    assert (err <= tol).all(), f"worst error {err.max():.3g}"
