@@ -34,6 +34,22 @@ LLMPACK_LIBRARY(m) {
   // Layout in csrc/kvcache/kvcache.h.
   m.def("paged_decode_attention(Tensor q, Tensor k_pages, Tensor v_pages, Tensor block_tables, Tensor lengths, "
         "float scale, bool return_scores=False) -> (Tensor out, Tensor scores)");
+  // BTC weight packer: codes uint8 [N, K] (each < 2^wbits) -> (planes int32 [N, k_words(K), wbits],
+  // code_sums int32 [N, groups]); bit-plane layout in csrc/btc/btc.h.
+  m.def("btc_pack(Tensor codes, int wbits, int group_size) -> (Tensor planes, Tensor code_sums)");
+  // Inverse of btc_pack's planes -> codes uint8 [N, in_features]; set padding bits are an error (corruption).
+  m.def("btc_unpack(Tensor planes, int wbits, int in_features) -> Tensor");
+  // Per-token activation quantizer: x [..., K] float -> (planes int32 [M, k_words(K), abits], scales fp32 [M],
+  // zeros int32 [M], code_sums int32 [M, groups]); the rule is in csrc/btc/btc.h.
+  m.def("btc_quantize_activations(Tensor x, int abits, int group_size, bool symmetric=False) -> "
+        "(Tensor planes, Tensor scales, Tensor zeros, Tensor code_sums)");
+  // The exact integer core (test-facing): I int32 [M, N, groups] = per-group sum of q * p over K = in_features.
+  m.def("btc_matmul_int(Tensor x_planes, Tensor w_planes, int abits, int wbits, int group_size, int in_features) "
+        "-> Tensor");
+  // y [..., N] = x [..., K] @ W^T + bias with W packed as (planes, scales, zeros | offsets, code_sums);
+  // x quantized per token to abits (1..8), or kept float (abits = 16: weight-only); fp32 accumulation.
+  m.def("btc_linear(Tensor x, Tensor planes, Tensor scales, Tensor? zeros, Tensor? offsets, Tensor code_sums, "
+        "int wbits, int abits, int group_size, Tensor? bias=None, bool act_symmetric=False) -> Tensor");
 #if defined(LLMPACK_SIMT_EMULATION)
   // Test-only (emulator build): the CUTLASS path's transpose+bias kernel, y [m, N] = d[:, :m]^T (+ bias).
   m.def("_transpose_bias(Tensor d, Tensor? bias, int m) -> Tensor");

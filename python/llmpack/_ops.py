@@ -160,3 +160,77 @@ def paged_decode_attention(q, k_pages, v_pages, block_tables, lengths, scale: fl
     (each slot's probability summed over its query heads) only with
     ``return_scores``, else an empty tensor."""
     return _ops.paged_decode_attention(q, k_pages, v_pages, block_tables, lengths, scale, return_scores)
+
+
+# --------------------------------------------------------------------------
+# BTC: arbitrary-bit quantized matmul (csrc/btc/btc.h)
+# --------------------------------------------------------------------------
+def btc_k_words(k: int) -> int:
+    """Words per packed row: ceil(K / 32) rounded up to a multiple of 4 (K padded to 128)."""
+    return (-(-k // 32) + 3) // 4 * 4
+
+
+def btc_num_groups(group_size: int, k: int) -> int:
+    return 1 if group_size <= 0 else -(-k // group_size)
+
+
+@torch.library.register_fake("llmpack::btc_pack")
+def _(codes, wbits, group_size):
+    n, k = codes.shape
+    return (codes.new_empty(n, btc_k_words(k), wbits, dtype=torch.int32),
+            codes.new_empty(n, btc_num_groups(group_size, k), dtype=torch.int32))
+
+
+@torch.library.register_fake("llmpack::btc_unpack")
+def _(planes, wbits, in_features):
+    return planes.new_empty(planes.shape[0], in_features, dtype=torch.uint8)
+
+
+@torch.library.register_fake("llmpack::btc_quantize_activations")
+def _(x, abits, group_size, symmetric=False):
+    k = x.shape[-1]
+    m = x.numel() // k if k else 0
+    return (x.new_empty(m, btc_k_words(k), abits, dtype=torch.int32), x.new_empty(m, dtype=torch.float32),
+            x.new_empty(m, dtype=torch.int32), x.new_empty(m, btc_num_groups(group_size, k), dtype=torch.int32))
+
+
+@torch.library.register_fake("llmpack::btc_matmul_int")
+def _(x_planes, w_planes, abits, wbits, group_size, in_features):
+    return x_planes.new_empty(x_planes.shape[0], w_planes.shape[0], btc_num_groups(group_size, in_features),
+                              dtype=torch.int32)
+
+
+@torch.library.register_fake("llmpack::btc_linear")
+def _(x, planes, scales, zeros, offsets, code_sums, wbits, abits, group_size, bias=None, act_symmetric=False):
+    torch._check(planes.shape[1] == btc_k_words(x.shape[-1]),
+                 lambda: f"btc_linear: planes {tuple(planes.shape)} do not match K = {x.shape[-1]}")
+    return x.new_empty(*x.shape[:-1], planes.shape[0])
+
+
+def btc_pack(codes: torch.Tensor, wbits: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes uint8 ``[N, K]`` (each < 2**wbits) -> ``(planes int32 [N, k_words(K), wbits],
+    code_sums int32 [N, groups])``; the bit-plane layout is in csrc/btc/btc.h."""
+    return _ops.btc_pack(codes, wbits, group_size)
+
+
+def btc_unpack(planes: torch.Tensor, wbits: int, in_features: int) -> torch.Tensor:
+    """Inverse of :func:`btc_pack`'s planes -> codes uint8 ``[N, in_features]``."""
+    return _ops.btc_unpack(planes, wbits, in_features)
+
+
+def btc_quantize_activations(x: torch.Tensor, abits: int, group_size: int, symmetric: bool = False):
+    """Per-token quantization of ``x [..., K]`` -> ``(planes [M, k_words, abits], scales fp32 [M],
+    zeros int32 [M], code_sums int32 [M, groups])``."""
+    return _ops.btc_quantize_activations(x, abits, group_size, symmetric)
+
+
+def btc_matmul_int(x_planes, w_planes, abits: int, wbits: int, group_size: int, in_features: int) -> torch.Tensor:
+    """The exact integer core ``I int32 [M, N, groups]`` (per-group sum of q * p)."""
+    return _ops.btc_matmul_int(x_planes, w_planes, abits, wbits, group_size, in_features)
+
+
+def btc_linear(x, planes, scales, zeros, offsets, code_sums, wbits: int, abits: int, group_size: int,
+               bias=None, act_symmetric: bool = False) -> torch.Tensor:
+    """``x [..., K] @ W^T + bias`` with W packed as BTC planes; ``abits=16`` keeps x float."""
+    return _ops.btc_linear(x, planes, scales, zeros, offsets, code_sums, wbits, abits, group_size, bias,
+                           act_symmetric)

@@ -1,0 +1,431 @@
+// Body of the BTC CPU kernels, compiled once per ISA level (btc_cpu_<isa>.cpp
+// defines LLMPACK_ISA_NS and includes this file). Layout and math: btc.h.
+//
+// One weight row at a time (rows split over the threads), tokens in blocks
+// of 4 so each 32-element chunk of the row is expanded once for all of them.
+// The integer core has four ways to form a chunk's sum of q * p, chosen per
+// call (choose_dot):
+//   bit-serial   sum_{i,j} 2^(i+j) popcount(W_i AND X_j) on the planes: the
+//                paper's method, wbits * abits popcounts per chunk;
+//   maddubs      planes expanded to 32 code bytes (one variable shift + AND per
+//                plane, thanks to the bit order), u8 x s8 pairs into int16,
+//                valid while 2 * qmax * pmax fits int16;
+//   maddubs+shift  the same for 8-bit activations, p - 128 as s8, + 128 sum q;
+//   madd16       codes widened to int16 (wbits = 8 with abits >= 7).
+// Weight-only (abits = 16) expands the codes to fp32 and FMAs with x.
+// Per group the chunk sums are scaled (int -> fp32, exact below 2^24) into a
+// vector accumulator; zero-point / offset corrections come from the code
+// sums in a scalar pass per row, so the core itself is the exact integer.
+#pragma once
+#ifndef LLMPACK_ISA_NS
+#error "define LLMPACK_ISA_NS before including btc_cpu_kernels.h"
+#endif
+
+#include <bit>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+#include "btc/btc.h"
+#include "common/cpu_convert.h"
+#include "common/cpu_simd.h"
+#include "common/parallel.h"
+
+namespace llmpack::btc::LLMPACK_ISA_NS {
+namespace {
+
+enum class Dot : int { kBitSerial = 0, kMaddubs = 1, kMaddubsShift = 2, kMadd16 = 3 };
+
+inline float load_f(const void* base, int64_t i, Dtype dt) {
+  if (dt == Dtype::kF32) return static_cast<const float*>(base)[i];
+  const uint16_t h = static_cast<const uint16_t*>(base)[i];
+  return dt == Dtype::kBF16 ? bf16_to_f32(h) : f16_to_f32(h);
+}
+
+inline void store_f(void* base, int64_t i, float v, Dtype dt) {
+  if (dt == Dtype::kF32) static_cast<float*>(base)[i] = v;
+  else static_cast<uint16_t*>(base)[i] = dt == Dtype::kBF16 ? f32_to_bf16(v) : f32_to_f16(v);
+}
+
+// The 32 codes of one chunk, in element order (portable).
+template <int WB>
+inline void expand_scalar(const uint32_t* words, uint8_t* q) {
+  for (int e = 0; e < 32; ++e) {
+    uint32_t v = 0;
+    for (int i = 0; i < WB; ++i) v |= ((words[i] >> bit_of(e)) & 1u) << i;
+    q[e] = uint8_t(v);
+  }
+}
+
+// sum over the chunk of q * p from the planes: the bit-serial core.
+template <int WB>
+inline int32_t chunk_bitserial(const uint32_t* w, const uint32_t* x, int abits) {
+  int32_t s = 0;
+  for (int j = 0; j < abits; ++j) {
+    int32_t sj = 0;
+    for (int i = 0; i < WB; ++i) sj += std::popcount(w[i] & x[j]) << i;
+    s += sj << j;
+  }
+  return s;
+}
+
+#if defined(__AVX2__)
+// Lane l shifted right by l leaves element 4l + r's bit at bit 0 of byte r.
+template <int WB>
+inline __m256i expand_avx2(const uint32_t* words) {
+  const __m256i shifts = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), ones = _mm256_set1_epi8(1);
+  __m256i q = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int(words[WB - 1])), shifts), ones);
+  for (int i = WB - 2; i >= 0; --i) {  // Horner: q = 2 q + plane i
+    const __m256i v = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int(words[i])), shifts), ones);
+    q = _mm256_or_si256(_mm256_add_epi8(q, q), v);
+  }
+  return q;
+}
+
+inline __m256i hadd16(__m256i v) { return _mm256_madd_epi16(v, _mm256_set1_epi16(1)); }
+
+// int32 lanes summing to the chunk's sum of q * p (p: 32 code bytes).
+template <Dot D>
+inline __m256i chunk_dot(__m256i q, const uint8_t* p) {
+  const __m256i pv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  if constexpr (D == Dot::kMaddubs) {
+    return hadd16(_mm256_maddubs_epi16(q, pv));
+  } else if constexpr (D == Dot::kMaddubsShift) {  // q (p - 128) + 128 q
+    const __m256i ps = _mm256_xor_si256(pv, _mm256_set1_epi8(char(0x80)));
+    const __m256i qsum = _mm256_slli_epi32(hadd16(_mm256_maddubs_epi16(q, _mm256_set1_epi8(1))), 7);
+    return _mm256_add_epi32(hadd16(_mm256_maddubs_epi16(q, ps)), qsum);
+  } else {
+    const __m256i q0 = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(q)), q1 = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(q, 1));
+    const __m256i p0 = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(pv)), p1 = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(pv, 1));
+    return _mm256_add_epi32(_mm256_madd_epi16(q0, p0), _mm256_madd_epi16(q1, p1));
+  }
+}
+
+inline int32_t hsum_i32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return _mm_cvtsi128_si32(s);
+}
+#endif
+
+// ---- the per-row scalar epilogue (corrections from the code sums) ----------
+// Integer activations: y = sx * core + corr, core = sum_g s_g I_g (vector part).
+inline float int_correction(const LinearParams& p, int64_t n, int64_t t) {
+  const Weight& w = p.w;
+  const float sx = p.a.scales[t];
+  const float zx = float(p.a.zeros[t]);
+  const int32_t* P = p.a.code_sums + t * w.groups;
+  const int32_t* Q = w.code_sums + n * w.groups;
+  float corr = 0.f;
+  for (int64_t g = 0; g < w.groups; ++g) {
+    const float s = load_f(w.scales, n * w.groups + g, w.scale_dtype);
+    const float len = float(group_len(g, w.group_size, w.k));
+    if (w.zeros) {
+      const float z = float(w.zeros[n * w.groups + g]);
+      corr -= s * (zx * float(Q[g]) + z * (float(P[g]) - zx * len));
+    } else {
+      const float m = load_f(w.offsets, n * w.groups + g, w.scale_dtype);
+      corr += -s * zx * float(Q[g]) + m * (float(P[g]) - zx * len);
+    }
+  }
+  return sx * corr;
+}
+
+// Weight-only: y = core + sum_g m_g X_g, X_g the group's sum of x (xsums).
+inline float float_correction(const LinearParams& p, int64_t n, const float* xsums) {
+  const Weight& w = p.w;
+  float corr = 0.f;
+  for (int64_t g = 0; g < w.groups; ++g) {
+    const int64_t i = n * w.groups + g;
+    const float m = w.zeros ? -load_f(w.scales, i, w.scale_dtype) * float(w.zeros[i]) : load_f(w.offsets, i, w.scale_dtype);
+    corr += m * xsums[g];
+  }
+  return corr;
+}
+
+inline void finish(const LinearParams& p, int64_t t, int64_t n, float v) {
+  if (p.bias) v += load_f(p.bias, n, p.y_dtype);
+  store_f(p.y, t * p.w.n + n, v, p.y_dtype);
+}
+
+// ---- integer activations ------------------------------------------------------
+// Tokens t0 .. t0 + T - 1 against weight row n: sum_g s_g I_g per token.
+template <int WB, int T, Dot D>
+__attribute__((noinline)) void int_row(const LinearParams& p, const uint32_t* xplanes, int64_t n, int64_t t0,
+                                       float* core) {
+  const Weight& w = p.w;
+  const int64_t gw = group_words(w.group_size, w.k), real_words = (w.k + 31) / 32, padded = w.kw * 32;
+  const uint32_t* row = w.planes + n * w.kw * WB;
+#if defined(__AVX2__)
+  if constexpr (D != Dot::kBitSerial) {
+    __m256 acc[T];
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t g = 0; g < w.groups; ++g) {
+      __m256i gi[T];
+      for (int t = 0; t < T; ++t) gi[t] = _mm256_setzero_si256();
+      const int64_t c1 = std::min((g + 1) * gw, real_words);
+      for (int64_t c = g * gw; c < c1; ++c) {
+        const __m256i q = expand_avx2<WB>(row + c * WB);
+        for (int t = 0; t < T; ++t)
+          gi[t] = _mm256_add_epi32(gi[t], chunk_dot<D>(q, p.a.codes + (t0 + t) * padded + c * 32));
+      }
+      const __m256 s = _mm256_set1_ps(load_f(w.scales, n * w.groups + g, w.scale_dtype));
+      for (int t = 0; t < T; ++t) acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(gi[t]), s, acc[t]);
+    }
+    for (int t = 0; t < T; ++t) core[t] = hsum256(acc[t]);
+    return;
+  }
+#endif
+  float acc[T] = {};
+  for (int64_t g = 0; g < w.groups; ++g) {
+    int32_t gi[T] = {};
+    const int64_t c1 = std::min((g + 1) * gw, real_words);
+    for (int64_t c = g * gw; c < c1; ++c)
+      for (int t = 0; t < T; ++t)
+        gi[t] += chunk_bitserial<WB>(row + c * WB, xplanes + ((t0 + t) * w.kw + c) * p.a.abits, int(p.a.abits));
+    const float s = load_f(w.scales, n * w.groups + g, w.scale_dtype);
+    for (int t = 0; t < T; ++t) acc[t] += float(gi[t]) * s;
+  }
+  for (int t = 0; t < T; ++t) core[t] = acc[t];
+}
+
+// ---- weight-only (fp32 activations) -------------------------------------------
+template <int WB, int T>
+__attribute__((noinline)) void float_row(const LinearParams& p, int64_t n, int64_t t0, float* core) {
+  const Weight& w = p.w;
+  const int64_t gw = group_words(w.group_size, w.k), real_words = (w.k + 31) / 32, padded = w.kw * 32;
+  const uint32_t* row = w.planes + n * w.kw * WB;
+#if defined(__AVX2__)
+  __m256 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < w.groups; ++g) {
+    __m256 ga[T];
+    for (int t = 0; t < T; ++t) ga[t] = _mm256_setzero_ps();
+    const int64_t c1 = std::min((g + 1) * gw, real_words);
+    for (int64_t c = g * gw; c < c1; ++c) {
+      const __m256i q = expand_avx2<WB>(row + c * WB);
+      const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+      const __m256 f0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
+      const __m256 f1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
+      const __m256 f2 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+      const __m256 f3 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
+      for (int t = 0; t < T; ++t) {
+        const float* x = p.x + (t0 + t) * padded + c * 32;
+        __m256 a = _mm256_fmadd_ps(f0, _mm256_loadu_ps(x), ga[t]);
+        a = _mm256_fmadd_ps(f1, _mm256_loadu_ps(x + 8), a);
+        a = _mm256_fmadd_ps(f2, _mm256_loadu_ps(x + 16), a);
+        ga[t] = _mm256_fmadd_ps(f3, _mm256_loadu_ps(x + 24), a);
+      }
+    }
+    const __m256 s = _mm256_set1_ps(load_f(w.scales, n * w.groups + g, w.scale_dtype));
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_fmadd_ps(ga[t], s, acc[t]);
+  }
+  for (int t = 0; t < T; ++t) core[t] = hsum256(acc[t]);
+#else
+  float acc[T] = {};
+  uint8_t q[32];
+  for (int64_t g = 0; g < w.groups; ++g) {
+    float ga[T] = {};
+    const int64_t c1 = std::min((g + 1) * gw, real_words);
+    for (int64_t c = g * gw; c < c1; ++c) {
+      expand_scalar<WB>(row + c * WB, q);
+      for (int t = 0; t < T; ++t) {
+        const float* x = p.x + (t0 + t) * padded + c * 32;
+        for (int e = 0; e < 32; ++e) ga[t] += float(q[e]) * x[e];
+      }
+    }
+    const float s = load_f(w.scales, n * w.groups + g, w.scale_dtype);
+    for (int t = 0; t < T; ++t) acc[t] += ga[t] * s;
+  }
+  for (int t = 0; t < T; ++t) core[t] = acc[t];
+#endif
+}
+
+// The fastest exact chunk method this level has for (wbits, abits); see the
+// crossover table in docs/results/btc_cpu.txt.
+// LLMPACK_BTC_DOT=bitserial|maddubs|madd16 (read once) forces a method where
+// it is exact, for the benchmark's crossover table.
+inline int forced_dot() {
+  static const int forced = [] {
+    const char* v = std::getenv("LLMPACK_BTC_DOT");
+    if (!v) return -1;
+    const std::string s(v);
+    return s == "bitserial" ? 0 : s == "maddubs" ? 1 : s == "madd16" ? 3 : -1;
+  }();
+  return forced;
+}
+
+inline Dot choose_dot(int64_t wbits, int64_t abits) {
+#if defined(__AVX2__)
+  const int forced = forced_dot();
+  if (forced == 0) return Dot::kBitSerial;
+  if (forced == 3) return Dot::kMadd16;
+  const int64_t qmax = (int64_t(1) << wbits) - 1, pmax = (int64_t(1) << abits) - 1;
+  if (abits <= 7 && 2 * qmax * pmax <= 32767) return Dot::kMaddubs;
+  if (abits == 8 && wbits <= 7) return Dot::kMaddubsShift;
+  return Dot::kMadd16;
+#else
+  (void)wbits, (void)abits;
+  return Dot::kBitSerial;
+#endif
+}
+
+template <int WB, Dot D>
+void int_rows(const LinearParams& p, const uint32_t* xplanes) {
+  parallel_for(0, p.w.n, grain_for(p.w.kw * 32 * p.m), [&](int64_t n0, int64_t n1) {
+    float core[4];
+    for (int64_t n = n0; n < n1; ++n) {
+      int64_t t = 0;
+      for (; t + 4 <= p.m; t += 4) {
+        int_row<WB, 4, D>(p, xplanes, n, t, core);
+        for (int i = 0; i < 4; ++i) finish(p, t + i, n, p.a.scales[t + i] * core[i] + int_correction(p, n, t + i));
+      }
+      for (; t < p.m; ++t) {
+        int_row<WB, 1, D>(p, xplanes, n, t, core);
+        finish(p, t, n, p.a.scales[t] * core[0] + int_correction(p, n, t));
+      }
+    }
+  });
+}
+
+template <int WB>
+void float_rows(const LinearParams& p, const float* xsums) {
+  parallel_for(0, p.w.n, grain_for(p.w.kw * 32 * p.m), [&](int64_t n0, int64_t n1) {
+    float core[4];
+    for (int64_t n = n0; n < n1; ++n) {
+      int64_t t = 0;
+      for (; t + 4 <= p.m; t += 4) {
+        float_row<WB, 4>(p, n, t, core);
+        for (int i = 0; i < 4; ++i) finish(p, t + i, n, core[i] + float_correction(p, n, xsums + (t + i) * p.w.groups));
+      }
+      for (; t < p.m; ++t) {
+        float_row<WB, 1>(p, n, t, core);
+        finish(p, t, n, core[0] + float_correction(p, n, xsums + t * p.w.groups));
+      }
+    }
+  });
+}
+
+template <int WB>
+void int_dispatch(const LinearParams& p, const uint32_t* xplanes, Dot d) {
+  switch (d) {
+    case Dot::kBitSerial: return int_rows<WB, Dot::kBitSerial>(p, xplanes);
+#if defined(__AVX2__)
+    case Dot::kMaddubs: return int_rows<WB, Dot::kMaddubs>(p, xplanes);
+    case Dot::kMaddubsShift: return int_rows<WB, Dot::kMaddubsShift>(p, xplanes);
+    case Dot::kMadd16: return int_rows<WB, Dot::kMadd16>(p, xplanes);
+#else
+    default: return int_rows<WB, Dot::kBitSerial>(p, xplanes);
+#endif
+  }
+}
+
+template <int WB>
+void linear_wb(const LinearParams& p) {
+  if (p.a.abits == 16) {
+    // Per-(token, group) sums of x for the offsets / zero points.
+    std::vector<float> xsums(size_t(p.m * p.w.groups), 0.f);
+    const int64_t padded = p.w.kw * 32;
+    for (int64_t t = 0; t < p.m; ++t)
+      for (int64_t g = 0; g < p.w.groups; ++g) {
+        const int64_t k0 = p.w.group_size > 0 ? g * p.w.group_size : 0, len = group_len(g, p.w.group_size, p.w.k);
+        float s = 0.f;
+        for (int64_t i = 0; i < len; ++i) s += p.x[t * padded + k0 + i];
+        xsums[t * p.w.groups + g] = s;
+      }
+    return float_rows<WB>(p, xsums.data());
+  }
+  // Planes of the activations, for the bit-serial method (rebuilt from the codes).
+  std::vector<uint32_t> xplanes;
+  const Dot d = choose_dot(p.w.wbits, p.a.abits);
+  if (d == Dot::kBitSerial) {
+    const int64_t padded = p.w.kw * 32, ab = p.a.abits;
+    xplanes.assign(size_t(p.m * p.w.kw * ab), 0u);
+    for (int64_t t = 0; t < p.m; ++t)
+      for (int64_t c = 0; c < p.w.kw; ++c)
+        for (int64_t j = 0; j < ab; ++j) {
+          uint32_t v = 0;
+          for (int e = 0; e < 32; ++e) v |= uint32_t((p.a.codes[t * padded + c * 32 + e] >> j) & 1) << bit_of(e);
+          xplanes[(t * p.w.kw + c) * ab + j] = v;
+        }
+  }
+  int_dispatch<WB>(p, xplanes.data(), d);
+}
+
+void linear(const LinearParams& p) {
+  switch (p.w.wbits) {
+    case 1: return linear_wb<1>(p);
+    case 2: return linear_wb<2>(p);
+    case 3: return linear_wb<3>(p);
+    case 4: return linear_wb<4>(p);
+    case 5: return linear_wb<5>(p);
+    case 6: return linear_wb<6>(p);
+    case 7: return linear_wb<7>(p);
+    default: return linear_wb<8>(p);
+  }
+}
+
+// ---- the exact integer core, per group (test-facing) ---------------------------
+template <int WB>
+void matmul_int_wb(const IntParams& p) {
+  const int64_t gw = group_words(p.group_size, p.k), real_words = (p.k + 31) / 32, padded = p.kw * 32;
+  const Dot d = choose_dot(p.wbits, p.abits);
+  parallel_for(0, p.n, grain_for(p.kw * 32 * p.m), [&](int64_t n0, int64_t n1) {
+    std::vector<uint32_t> xw(size_t(p.abits));
+    for (int64_t n = n0; n < n1; ++n) {
+      const uint32_t* row = p.w_planes + n * p.kw * WB;
+      for (int64_t t = 0; t < p.m; ++t) {
+        const uint8_t* codes = p.x_codes + t * padded;
+        for (int64_t g = 0; g < p.groups; ++g) {
+          int32_t s = 0;
+          const int64_t c1 = std::min((g + 1) * gw, real_words);
+#if defined(__AVX2__)
+          if (d != Dot::kBitSerial) {
+            __m256i acc = _mm256_setzero_si256();
+            for (int64_t c = g * gw; c < c1; ++c) {
+              const __m256i q = expand_avx2<WB>(row + c * WB);
+              acc = _mm256_add_epi32(acc, d == Dot::kMaddubs        ? chunk_dot<Dot::kMaddubs>(q, codes + c * 32)
+                                          : d == Dot::kMaddubsShift ? chunk_dot<Dot::kMaddubsShift>(q, codes + c * 32)
+                                                                    : chunk_dot<Dot::kMadd16>(q, codes + c * 32));
+            }
+            s = hsum_i32(acc);
+          } else
+#endif
+          {
+            for (int64_t c = g * gw; c < c1; ++c) {
+              for (int64_t j = 0; j < p.abits; ++j) {
+                uint32_t v = 0;
+                for (int e = 0; e < 32; ++e) v |= uint32_t((codes[c * 32 + e] >> j) & 1) << bit_of(e);
+                xw[size_t(j)] = v;
+              }
+              s += chunk_bitserial<WB>(row + c * WB, xw.data(), int(p.abits));
+            }
+          }
+          p.out[(t * p.n + n) * p.groups + g] = s;
+        }
+      }
+    }
+  });
+}
+
+void matmul_int(const IntParams& p) {
+  switch (p.wbits) {
+    case 1: return matmul_int_wb<1>(p);
+    case 2: return matmul_int_wb<2>(p);
+    case 3: return matmul_int_wb<3>(p);
+    case 4: return matmul_int_wb<4>(p);
+    case 5: return matmul_int_wb<5>(p);
+    case 6: return matmul_int_wb<6>(p);
+    case 7: return matmul_int_wb<7>(p);
+    default: return matmul_int_wb<8>(p);
+  }
+}
+
+}  // namespace
+}  // namespace llmpack::btc::LLMPACK_ISA_NS

@@ -1,0 +1,206 @@
+// BTC torch glue for CPU tensors: the packer, the activation quantizer, the
+// exact integer core and the linear layer (checks in btc_checks.h, shared
+// with the CUDA glue in btc_cuda_ops.cpp). Layout: btc.h.
+#include <cstring>
+#include <tuple>
+#include <vector>
+
+#include "btc/btc_checks.h"
+#include "common/cpu_convert.h"
+#include "common/isa.h"
+#include "common/parallel.h"
+#include "common/registration.h"
+
+namespace llmpack::btc {
+namespace {
+
+const CpuKernels& cpu() {
+  return pick_isa(&kCpuGeneric, LLMPACK_IF_AVX2(kCpuAvx2), LLMPACK_IF_AVX512(kCpuAvx512));
+}
+
+// x [M, K] of any float dtype -> fp32 rows of `width` floats (zero-padded past K).
+std::vector<float> to_f32_rows(const Tensor& x2d, int64_t m, int64_t k, int64_t width) {
+  std::vector<float> out(size_t(m * width), 0.f);
+  const Dtype dt = dtype_of(x2d.scalar_type());
+  const void* src = x2d.const_data_ptr();
+  parallel_for(0, m, grain_for(k), [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t)
+      for (int64_t i = 0; i < k; ++i) {
+        const int64_t j = t * k + i;
+        out[size_t(t * width + i)] =
+            dt == Dtype::kF32 ? static_cast<const float*>(src)[j]
+            : dt == Dtype::kBF16 ? bf16_to_f32(static_cast<const uint16_t*>(src)[j])
+                                 : f16_to_f32(static_cast<const uint16_t*>(src)[j]);
+      }
+  });
+  return out;
+}
+
+std::tuple<Tensor, Tensor> btc_pack_cpu(Tensor codes_in, int64_t wbits, int64_t group_size) {
+  constexpr const char* op = "btc_pack";
+  LLMPACK_CHECK(codes_in.is_cpu(), op, ": codes must be a CPU tensor (packing runs once, on the host)");
+  check_bits(wbits, 8, op, "wbits");
+  check_group_size(group_size, op);
+  check_dtype(codes_in, {ScalarType::Byte}, op, "codes");
+  check_dim(codes_in, 2, op, "codes");
+  const Tensor codes = dense(codes_in);
+  const int64_t n = codes.size(0), k = codes.size(1), kw = k_words(k), groups = num_groups(group_size, k);
+  LLMPACK_CHECK(k >= 1, op, ": codes must have at least one column");
+  const uint8_t* c = static_cast<const uint8_t*>(codes.const_data_ptr());
+  const int64_t limit = int64_t(1) << wbits;
+  for (int64_t i = 0; i < n * k; ++i)
+    if (c[i] >= limit) fail(op, ": codes[", i / k, ", ", i % k, "] = ", int(c[i]), " does not fit ", wbits, " bits");
+  Tensor planes = new_empty(codes, {n, kw, wbits}, ScalarType::Int);
+  Tensor sums = new_empty(codes, {n, groups}, ScalarType::Int);
+  uint32_t* pl = static_cast<uint32_t*>(planes.mutable_data_ptr());
+  int32_t* cs = static_cast<int32_t*>(sums.mutable_data_ptr());
+  parallel_for(0, n, grain_for(k), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      std::memset(pl + r * kw * wbits, 0, sizeof(uint32_t) * size_t(kw * wbits));
+      std::memset(cs + r * groups, 0, sizeof(int32_t) * size_t(groups));
+      for (int64_t i = 0; i < k; ++i) {
+        const uint32_t q = c[r * k + i];
+        for (int64_t j = 0; j < wbits; ++j)
+          pl[(r * kw + i / 32) * wbits + j] |= ((q >> j) & 1u) << bit_of(int(i % 32));
+        cs[r * groups + (group_size > 0 ? i / group_size : 0)] += int32_t(q);
+      }
+    }
+  });
+  return {planes, sums};
+}
+
+Tensor btc_unpack_cpu(Tensor planes_in, int64_t wbits, int64_t k) {
+  constexpr const char* op = "btc_unpack";
+  LLMPACK_CHECK(planes_in.is_cpu(), op, ": planes must be a CPU tensor");
+  check_bits(wbits, 8, op, "wbits");
+  LLMPACK_CHECK(k >= 1, op, ": in_features must be positive, got ", k);
+  check_planes(planes_in, wbits, k, op, "planes");
+  const Tensor planes = dense(planes_in);
+  const int64_t n = planes.size(0), kw = k_words(k);
+  const uint32_t* pl = static_cast<const uint32_t*>(planes.const_data_ptr());
+  // Padding bits are never written by the packer: a set one is corruption.
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t c = 0; c < kw; ++c) {
+      uint32_t pad = 0;
+      for (int e = 0; e < 32; ++e)
+        if (c * 32 + e >= k) pad |= 1u << bit_of(e);
+      for (int64_t j = 0; j < wbits; ++j)
+        if (pl[(r * kw + c) * wbits + j] & pad)
+          fail(op, ": planes[", r, ", ", c, ", ", j, "] has bits set past in_features = ", k, " (corrupted planes)");
+    }
+  Tensor codes = new_empty(planes, {n, k}, ScalarType::Byte);
+  uint8_t* out = static_cast<uint8_t*>(codes.mutable_data_ptr());
+  parallel_for(0, n, grain_for(k), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r)
+      for (int64_t i = 0; i < k; ++i) {
+        uint32_t q = 0;
+        for (int64_t j = 0; j < wbits; ++j) q |= ((pl[(r * kw + i / 32) * wbits + j] >> bit_of(int(i % 32))) & 1u) << j;
+        out[r * k + i] = uint8_t(q);
+      }
+  });
+  return codes;
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> btc_quantize_activations_cpu(Tensor x, int64_t abits, int64_t group_size,
+                                                                        bool symmetric) {
+  constexpr const char* op = "btc_quantize_activations";
+  check_dtype(x, {ScalarType::Float, ScalarType::BFloat16, ScalarType::Half}, op, "x");
+  LLMPACK_CHECK(x.dim() >= 1, op, ": x must have a feature dimension");
+  check_bits(abits, 8, op, "abits");
+  LLMPACK_CHECK(!(symmetric && abits == 1), op, ": symmetric activations need abits >= 2");
+  check_group_size(group_size, op);
+  const int64_t k = x.size(x.dim() - 1);
+  LLMPACK_CHECK(k >= 1, op, ": x must have at least one feature");
+  const Flat f = flatten_x(x, k);
+  const int64_t m = f.m, kw = k_words(k), groups = num_groups(group_size, k);
+  const std::vector<float> xf = to_f32_rows(f.x2d, m, k, k);
+  Tensor planes = new_empty(x, {m, kw, abits}, ScalarType::Int);
+  Tensor scales = new_empty(x, {m}, ScalarType::Float);
+  Tensor zeros = new_empty(x, {m}, ScalarType::Int);
+  Tensor sums = new_empty(x, {m, groups}, ScalarType::Int);
+  const QuantParams p{xf.data(), m, k, kw, abits, group_size, groups, symmetric, nullptr,
+                      static_cast<uint32_t*>(planes.mutable_data_ptr()), static_cast<float*>(scales.mutable_data_ptr()),
+                      static_cast<int32_t*>(zeros.mutable_data_ptr()), static_cast<int32_t*>(sums.mutable_data_ptr())};
+  if (m > 0) quantize_acts_cpu(p);
+  return {planes, scales, zeros, sums};
+}
+
+Tensor btc_matmul_int_cpu(Tensor x_planes_in, Tensor w_planes_in, int64_t abits, int64_t wbits, int64_t group_size,
+                          int64_t k) {
+  constexpr const char* op = "btc_matmul_int";
+  check_bits(abits, 8, op, "abits");
+  check_bits(wbits, 8, op, "wbits");
+  check_group_size(group_size, op);
+  LLMPACK_CHECK(k >= 1, op, ": in_features must be positive, got ", k);
+  check_planes(x_planes_in, abits, k, op, "x_planes");
+  check_planes(w_planes_in, wbits, k, op, "w_planes");
+  check_same_device(x_planes_in, w_planes_in, op, "x_planes", "w_planes");
+  check_core_range(wbits, abits, group_size, k, op);
+  const Tensor xp = dense(x_planes_in), wp = dense(w_planes_in);
+  const int64_t m = xp.size(0), n = wp.size(0), kw = k_words(k), groups = num_groups(group_size, k);
+  // Activation codes in element order; past K they are 0 whatever the planes hold.
+  std::vector<uint8_t> codes(size_t(m * kw * 32), 0);
+  const uint32_t* xs = static_cast<const uint32_t*>(xp.const_data_ptr());
+  for (int64_t t = 0; t < m; ++t)
+    for (int64_t i = 0; i < k; ++i) {
+      uint32_t q = 0;
+      for (int64_t j = 0; j < abits; ++j) q |= ((xs[(t * kw + i / 32) * abits + j] >> bit_of(int(i % 32))) & 1u) << j;
+      codes[size_t(t * kw * 32 + i)] = uint8_t(q);
+    }
+  Tensor out = new_empty(xp, {m, n, groups}, ScalarType::Int);
+  const IntParams p{static_cast<const uint32_t*>(wp.const_data_ptr()), codes.data(), m, n, k, kw, wbits, abits,
+                    group_size, groups, static_cast<int32_t*>(out.mutable_data_ptr())};
+  if (m * n > 0) cpu().matmul_int(p);
+  return out;
+}
+
+Tensor btc_linear_cpu(Tensor x, Tensor planes, Tensor scales, std::optional<Tensor> zeros,
+                      std::optional<Tensor> offsets, Tensor code_sums, int64_t wbits, int64_t abits,
+                      int64_t group_size, std::optional<Tensor> bias, bool act_symmetric) {
+  constexpr const char* op = "btc_linear";
+  check_linear_x(x, planes, bias, abits, act_symmetric, op);
+  const int64_t k = x.size(x.dim() - 1);
+  LLMPACK_CHECK(k >= 1, op, ": x must have at least one feature");
+  const WeightArgs w = check_weight(planes, scales, zeros, offsets, code_sums, wbits, group_size, k, op);
+  if (abits < 16) check_core_range(wbits, abits, group_size, k, op);
+  const Flat f = flatten_x(x, w.view.n);
+  const int64_t m = f.m, n = w.view.n, kw = w.view.kw, groups = w.view.groups;
+  Tensor y = new_empty(x, {m, n}, x.scalar_type());
+  std::optional<Tensor> b;
+  if (bias) b = dense(*bias);
+  LinearParams p{w.view, m, nullptr, {}, b ? b->const_data_ptr() : nullptr, y.mutable_data_ptr(),
+                 dtype_of(x.scalar_type())};
+  if (m * n == 0) return f.unflatten(y);
+  std::vector<float> xf, a_scales;
+  std::vector<uint8_t> a_codes;
+  std::vector<int32_t> a_zeros, a_sums;
+  if (abits == 16) {
+    xf = to_f32_rows(f.x2d, m, k, kw * 32);
+    p.x = xf.data();
+  } else {
+    xf = to_f32_rows(f.x2d, m, k, k);
+    a_codes.assign(size_t(m * kw * 32), 0);
+    a_scales.resize(size_t(m));
+    a_zeros.resize(size_t(m));
+    a_sums.resize(size_t(m * groups));
+    quantize_acts_cpu({xf.data(), m, k, kw, abits, group_size, groups, act_symmetric, a_codes.data(), nullptr,
+                       a_scales.data(), a_zeros.data(), a_sums.data()});
+    p.a = {a_codes.data(), a_scales.data(), a_zeros.data(), a_sums.data(), abits};
+  }
+  p.a.abits = abits;
+  cpu().linear(p);
+  return f.unflatten(y);
+}
+
+}  // namespace
+}  // namespace llmpack::btc
+
+#if !defined(LLMPACK_SIMT_EMULATION)
+LLMPACK_CPU_IMPL(m) {
+  m.impl("btc_pack", TORCH_BOX(&llmpack::btc::btc_pack_cpu));
+  m.impl("btc_unpack", TORCH_BOX(&llmpack::btc::btc_unpack_cpu));
+  m.impl("btc_quantize_activations", TORCH_BOX(&llmpack::btc::btc_quantize_activations_cpu));
+  m.impl("btc_matmul_int", TORCH_BOX(&llmpack::btc::btc_matmul_int_cpu));
+  m.impl("btc_linear", TORCH_BOX(&llmpack::btc::btc_linear_cpu));
+}
+#endif
