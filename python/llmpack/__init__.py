@@ -9,7 +9,7 @@ from importlib.metadata import PackageNotFoundError, version as _pkg_version
 from . import _lib, _ops  # noqa: F401  (load library, register fakes)
 from ._lib import active_isa, cpu_isa, cuda_archs, set_isa, supported_isas
 from . import df11
-from .nn import DF11Embedding, DF11Linear, SparseLinear, compress_lossless, sparsify
+from .nn import DF11Embedding, DF11Linear, QuantLinear, SparseLinear, compress_lossless, sparsify
 from .io.checkpoint import load, save
 from .sparse24 import pad_k, sparse24_compress, sparse24_decompress, sparse24_linear
 
@@ -23,6 +23,7 @@ __all__ = [
     "pad_k", "sparse24_compress", "sparse24_decompress", "sparse24_linear",
     "SparseLinear", "sparsify", "prune", "save", "load",
     "df11", "DF11Linear", "DF11Embedding", "compress_lossless", "PagedKVCache",
+    "QuantLinear", "quantize",
 ]
 
 
@@ -32,6 +33,9 @@ def __getattr__(name):
     if name == "prune":
         from .compress.prune import prune
         return prune
+    if name == "quantize":
+        from .compress.quantize import quantize
+        return quantize
     if name == "PagedKVCache":  # needs transformers, which the kernels alone do not
         from .kv import PagedKVCache
         return PagedKVCache

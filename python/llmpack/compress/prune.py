@@ -284,7 +284,12 @@ def _apply(modules: dict, stats: dict, n, m, **kw):
         lin.weight.copy_(stats[name].pruned_weight(lin.weight, n, m, **kw))
 
 
-def _prune_layerwise(model, layers, targets, skipped, batches, method, n, m, progress, **kw):
+def layerwise(model, layers, targets, skipped, batches, stats_kind, progress, apply, desc):
+    """Process the decoder layers one at a time: collect `stats_kind`
+    statistics ("wanda" | "sparsegpt" = X^T X) of each layer's target Linears
+    from that layer's real inputs, call apply({name: linear}, stats), then
+    feed the next layer what the modified layer produces. Targets outside the
+    layer stack move to `skipped`. Shared by pruning and GPTQ."""
     by_layer = [{} for _ in layers]
     layer_index = {id(layer): i for i, layer in enumerate(layers)}
     for lname, mod in model.named_modules():
@@ -301,17 +306,17 @@ def _prune_layerwise(model, layers, targets, skipped, batches, method, n, m, pro
             del targets[name]
 
     hidden, calls = _capture_layer_inputs(model, layers, batches, progress)
-    for i, layer in enumerate(_progress(layers, progress, desc=f"{method} {n}:{m}", unit="layer")):
+    for i, layer in enumerate(_progress(layers, progress, desc=desc, unit="layer")):
 
         def run(j, layer=layer, inputs=calls[i]):
             args, kwargs = inputs[j]
             return _first(layer(hidden[j], *args, **kwargs))
 
         if by_layer[i]:
-            stats = _collect(run, by_layer[i], method, len(hidden))
-            _apply(by_layer[i], stats, n, m, **kw)
+            stats = _collect(run, by_layer[i], stats_kind, len(hidden))
+            apply(by_layer[i], stats)
             del stats
-        # Feed the next layer what the *pruned* layer produces.
+        # Feed the next layer what the *modified* layer produces.
         hidden = [run(j) for j in range(len(hidden))]
         calls[i] = None  # this layer's arguments are no longer needed
 
@@ -350,7 +355,8 @@ def prune(model: nn.Module, method: str = "magnitude", pattern: str = "2:4",
             batches = _batches(calibration, batch_size)
             layers = find_decoder_layers(model)
             if layers is not None:
-                _prune_layerwise(model, layers, targets, skipped, batches, method, n, m, progress, **kw)
+                layerwise(model, layers, targets, skipped, batches, method, progress,
+                          lambda mods, stats: _apply(mods, stats, n, m, **kw), f"{method} {n}:{m}")
             else:
                 # Unknown architecture: statistics of all Linears from one dense forward pass.
                 stats = _collect(lambda j: forward_no_cache(model, batches[j]), targets, method, len(batches))

@@ -1,0 +1,173 @@
+"""QuantLinear: an nn.Linear whose weight is held as BTC bit planes (1..8 bits,
+per-group scales and zero points or float offsets), multiplied by the
+``btc_linear`` op with float activations (``abits=16``, weight-only) or with
+activations quantized per token to 1..8 bits. Layout: csrc/btc/btc.h."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import _ops
+from .formats import register_format
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_NAMES = {v: k for k, v in _DTYPES.items()}
+
+
+def _int_in(spec: dict, key: str, allowed) -> int:
+    v = spec[key]
+    if not isinstance(v, int) or isinstance(v, bool) or v not in allowed:
+        raise ValueError(f"{key} must be one of {sorted(allowed)}, got {v!r}")
+    return v
+
+
+@register_format
+class QuantLinear(nn.Module):
+    """``y = x @ W^T + bias`` with ``W [out, in]`` quantized to ``wbits``.
+
+    The weight is ``s (q - z)`` (integer zero points, ``zeros``) or
+    ``s q + m`` (float offsets, ``offsets``) per (row, group of
+    ``group_size`` inputs; -1 = per channel). ``abits=16`` keeps the
+    activations in their float dtype; ``abits`` 1..8 quantizes them per token
+    (asymmetric, or symmetric with ``act_symmetric``) and runs the exact
+    integer core."""
+
+    llmpack_format = "btc"
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, wbits: int = 4,
+                 abits: int = 16, group_size: int = 128, zero_point: bool = True, act_symmetric: bool = False,
+                 scale_dtype: torch.dtype = torch.float16, dtype: torch.dtype = torch.float32, device=None):
+        super().__init__()
+        if wbits not in range(1, 9):
+            raise ValueError(f"QuantLinear: wbits must be in 1..8, got {wbits}")
+        if abits != 16 and abits not in range(1, 9):
+            raise ValueError(f"QuantLinear: abits must be in 1..8 or 16 (weight-only), got {abits}")
+        if group_size not in (32, 64, 128, -1):
+            raise ValueError(f"QuantLinear: group_size must be 32, 64, 128 or -1 (per channel), got {group_size}")
+        self.in_features, self.out_features = in_features, out_features
+        self.wbits, self.abits, self.group_size = wbits, abits, group_size
+        self.zero_point, self.act_symmetric, self.dtype = zero_point, act_symmetric, dtype
+        g = _ops.btc_num_groups(group_size, in_features)
+        kw = _ops.btc_k_words(in_features)
+        self.register_buffer("planes", torch.zeros(out_features, kw, wbits, dtype=torch.int32, device=device))
+        self.register_buffer("scales", torch.zeros(out_features, g, dtype=scale_dtype, device=device))
+        if zero_point:
+            self.register_buffer("zeros", torch.zeros(out_features, g, dtype=torch.uint8, device=device))
+            self.offsets = None
+        else:
+            self.register_buffer("offsets", torch.zeros(out_features, g, dtype=scale_dtype, device=device))
+            self.zeros = None
+        self.register_buffer("code_sums", torch.zeros(out_features, g, dtype=torch.int32, device=device))
+        self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype, device=device),
+                                 requires_grad=False) if bias else None
+
+    # ---- construction ---------------------------------------------------------
+    @classmethod
+    def from_codes(cls, codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None = None,
+                   offsets: torch.Tensor | None = None, *, wbits: int, group_size: int, bias=None,
+                   abits: int = 16, act_symmetric: bool = False, dtype: torch.dtype = torch.float32) -> "QuantLinear":
+        """From unsigned codes uint8 ``[out, in]`` and per-(row, group) ``scales`` with ``zeros``
+        (W = s (q - z)) or ``offsets`` (W = s q + m)."""
+        if (zeros is None) == (offsets is None):
+            raise ValueError("QuantLinear.from_codes: give exactly one of zeros and offsets")
+        out_f, in_f = codes.shape
+        mod = cls(in_f, out_f, bias is not None, wbits=wbits, abits=abits, group_size=group_size,
+                  zero_point=zeros is not None, act_symmetric=act_symmetric, scale_dtype=scales.dtype, dtype=dtype)
+        mod.planes, mod.code_sums = _ops.btc_pack(codes.cpu(), wbits, group_size)
+        mod.scales = scales.detach().clone()
+        if zeros is not None:
+            mod.zeros = zeros.detach().to(torch.uint8).clone()
+        else:
+            mod.offsets = offsets.detach().to(scales.dtype).clone()
+        if bias is not None:
+            mod.bias.data = bias.detach().to(dtype).clone()
+        return mod
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, wbits: int = 4, abits: int = 16, group_size: int = 128,
+                    symmetric: bool = False, act_symmetric: bool = False,
+                    scale_dtype: torch.dtype = torch.float16) -> "QuantLinear":
+        """Round-to-nearest quantization of ``linear``'s weight (see :func:`llmpack.compress.quantize.rtn`)."""
+        from ..compress.quantize import rtn
+
+        codes, scales, zeros = rtn(linear.weight.detach(), wbits, group_size, symmetric, scale_dtype)
+        return cls.from_codes(codes, scales, zeros, wbits=wbits, group_size=group_size, bias=linear.bias,
+                              abits=abits, act_symmetric=act_symmetric, dtype=linear.weight.dtype)
+
+    # ---- use --------------------------------------------------------------------
+    def codes(self) -> torch.Tensor:
+        return _ops.btc_unpack(self.planes.cpu(), self.wbits, self.in_features)
+
+    def dense_weight(self) -> torch.Tensor:
+        """The weight the kernel multiplies by, ``[out, in]`` in the module's dtype (fp32 math)."""
+        q = self.codes().float()
+        size = self.in_features if self.group_size < 0 else self.group_size
+        per = lambda t: t.float().cpu().repeat_interleave(size, 1)[:, :self.in_features]  # noqa: E731
+        s = per(self.scales)
+        w = s * (q - per(self.zeros)) if self.zero_point else s * q + per(self.offsets)
+        return w.to(self.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        if x.device.type not in ("cpu", "cuda"):
+            return F.linear(x, self.dense_weight().to(x), bias)
+        return _ops.btc_linear(x, self.planes, self.scales, self.zeros, self.offsets, self.code_sums, self.wbits,
+                               self.abits, self.group_size, bias, self.act_symmetric)
+
+    @property
+    def packed_bytes(self) -> int:
+        ts = [self.planes, self.scales, self.zeros if self.zero_point else self.offsets, self.code_sums]
+        return sum(t.numel() * t.element_size() for t in ts)
+
+    # ---- checkpoint format ---------------------------------------------------------
+    def llmpack_spec(self) -> dict:
+        return {"format": self.llmpack_format, "in_features": self.in_features, "out_features": self.out_features,
+                "bias": self.bias is not None, "wbits": self.wbits, "abits": self.abits,
+                "group_size": self.group_size, "zero_point": self.zero_point,
+                "act_symmetric": self.act_symmetric, "scale_dtype": _NAMES[self.scales.dtype],
+                "dtype": _NAMES.get(self.dtype, "float32")}
+
+    @classmethod
+    def from_llmpack_spec(cls, spec: dict, dtype=None) -> "QuantLinear":
+        for key in ("bias", "zero_point", "act_symmetric"):
+            if not isinstance(spec.get(key), bool):
+                raise ValueError(f"{key} must be true or false, got {spec.get(key)!r}")
+        if spec.get("scale_dtype") not in _DTYPES:
+            raise ValueError(f"scale_dtype must be one of {sorted(_DTYPES)}, got {spec.get('scale_dtype')!r}")
+        for key in ("in_features", "out_features"):
+            v = spec[key]
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{key} must be a positive integer, got {v!r}")
+        return cls(spec["in_features"], spec["out_features"], spec["bias"],
+                   wbits=_int_in(spec, "wbits", range(1, 9)), abits=_int_in(spec, "abits", [*range(1, 9), 16]),
+                   group_size=_int_in(spec, "group_size", (32, 64, 128, -1)), zero_point=spec["zero_point"],
+                   act_symmetric=spec["act_symmetric"], scale_dtype=_DTYPES[spec["scale_dtype"]],
+                   dtype=dtype or _DTYPES.get(spec.get("dtype"), torch.float32))
+
+    def validate_loaded(self, name: str):
+        """The packed bytes as the kernels trust them: no bits past in_features, code sums that
+        match the codes, zero points that fit wbits."""
+        try:
+            codes = self.codes()
+        except RuntimeError as err:
+            raise ValueError(f"{name}: {err}") from err
+        sums = _ops.btc_pack(codes, self.wbits, self.group_size)[1]
+        bad = (sums != self.code_sums.cpu()).nonzero()
+        if len(bad):
+            r, g = bad[0].tolist()
+            raise ValueError(f"{name}: code_sums[{r}, {g}] = {int(self.code_sums[r, g])} but the codes of that "
+                             f"group sum to {int(sums[r, g])} (corrupted checkpoint)")
+        if self.zero_point:
+            over = (self.zeros.cpu() >= 2 ** self.wbits).nonzero()
+            if len(over):
+                r, g = over[0].tolist()
+                raise ValueError(f"{name}: zeros[{r}, {g}] = {int(self.zeros[r, g])} does not fit {self.wbits} bits")
+
+    def extra_repr(self) -> str:
+        dense = 2 * self.in_features * self.out_features
+        form = "zero points" if self.zero_point else "offsets"
+        acts = "float activations" if self.abits == 16 else f"A{self.abits}{' sym' if self.act_symmetric else ''}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"W{self.wbits} group {self.group_size} ({form}), {acts}, "
+                f"{100 * self.packed_bytes / dense:.1f}% of bf16")
