@@ -14,6 +14,10 @@
 #                c++filt demangles it; CUTLASS's deepest types defeat c++filt
 #                and stay mangled, so match e.g. 'SparseGemm' or your kernel's
 #                plain name)
+#   --require-mma M:K  also fail unless, in every arch, some kernel whose name
+#                matches the regex K contains an instruction whose mnemonic
+#                matches the regex M (any MMA, not only sparse: e.g.
+#                'BMMA\.168256\.AND\.POPC:btc' for the binary tensor-core core)
 #   --full       print full demangled kernel names
 # env: PYTHON (default python3), CUOBJDUMP (path to cuobjdump), NVDISASM_PATH
 #      (folder holding nvdisasm; cuobjdump reads it). Without them, cuobjdump is
@@ -29,12 +33,14 @@ set -euo pipefail
 PYTHON=${PYTHON:-python3}
 archs=()
 requires=()
+require_mma=""
 full=0
 lib=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --arch) archs+=("${2#sm_}"); shift 2 ;;
     --require) requires+=("$2"); shift 2 ;;
+    --require-mma) require_mma+="$2"$'\n'; shift 2 ;;
     --full) full=1; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     -*) echo "check_sass: unknown option $1" >&2; exit 2 ;;
@@ -119,7 +125,7 @@ for a in "${archs[@]}"; do
     continue
   fi
   set +e
-  FULL=$full "$PYTHON" - "$sass" "sm_$a" "${requires[@]}" <<'EOF'
+  FULL=$full REQUIRE_MMA=$require_mma "$PYTHON" - "$sass" "sm_$a" "${requires[@]}" <<'EOF'
 import collections, re, shutil, subprocess, sys, os
 
 path, arch, requires = sys.argv[1], sys.argv[2], sys.argv[3:]
@@ -127,10 +133,12 @@ full = os.environ.get("FULL") == "1"
 # A sparse MMA: an *MMA mnemonic with an .SP component (HMMA.SP.16832.F32.BF16,
 # IMMA.SP..., HGMMA...SP...).
 sparse = re.compile(r"^\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z]*MMA(?:\.\w+)*?\.SP(?:\.\w+)*)\b")
+any_mma = re.compile(r"^\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z]*MMA(?:\.\w+)*)\b")
 func_re = re.compile(r"^\s*Function\s*:\s*(\S+)")
 code_re = re.compile(r"^\s*code for (sm_\w+)")
 
 per_kernel = collections.Counter()
+mma_by_kernel = collections.defaultdict(collections.Counter)   # every *MMA mnemonic, per kernel
 mnemonics = collections.Counter()
 kernels, arch_seen, current = set(), False, None
 with open(path, errors="replace") as f:
@@ -144,6 +152,9 @@ with open(path, errors="replace") as f:
             current = m.group(1)
             kernels.add(current)
             continue
+        m = any_mma.match(line)
+        if m and current:
+            mma_by_kernel[current][m.group(1)] += 1
         m = sparse.match(line)
         if m and current:
             per_kernel[current] += 1
@@ -218,7 +229,14 @@ def short(name):
 total = sum(per_kernel.values())
 names = demangle(sorted(kernels))
 missing = [r for r in requires if not any(re.search(r, names[k]) for k in per_kernel)]
-ok = arch_seen and total > 0 and not missing
+mma_missing, mma_found = [], []
+for req in filter(None, os.environ.get("REQUIRE_MMA", "").split("\n")):
+    mnem, _, kern = req.rpartition(":")
+    hits = {k: sum(v for mn, v in mma_by_kernel[k].items() if re.search(mnem, mn))
+            for k in kernels if re.search(kern, names[k])}
+    hits = {k: v for k, v in hits.items() if v}
+    (mma_found if hits else mma_missing).append((req, hits))
+ok = arch_seen and total > 0 and not missing and not mma_missing
 detail = ", ".join(f"{k} x{v}" for k, v in sorted(mnemonics.items()))
 if not arch_seen:
     print(f"{arch}: FAIL no {arch} SASS in the library (was it built for {arch}?)")
@@ -228,6 +246,12 @@ else:
           + (f"; no sparse-MMA kernel matches {missing}" if missing else ""))
 for k, v in sorted(per_kernel.items(), key=lambda kv: names[kv[0]]):
     print(f"    {v:5d}  {short(names[k])}")
+for req, hits in mma_found:
+    print(f"{arch}: OK   {sum(hits.values())} instructions matching {req!r} in {len(hits)} kernels")
+    for k, v in sorted(hits.items(), key=lambda kv: names[kv[0]]):
+        print(f"    {v:5d}  {short(names[k])}")
+for req, _ in mma_missing:
+    print(f"{arch}: FAIL no kernel matches {req!r} (mnemonic:kernel regexes)")
 sys.exit(0 if ok else 1)
 EOF
   rc=$?

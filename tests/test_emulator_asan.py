@@ -1,6 +1,6 @@
 """The AddressSanitizer build of the emulator (build/simt-asan/):
 
-* the kernel tests (test_emulator_kernels.py) again, in a subprocess with
+* the kernel tests (test_emulator_kernels.py, test_emulator_btc.py) again, in a subprocess with
   libasan preloaded (the main pytest process stays uninstrumented), so an
   out-of-bounds access by any of our kernels on torch's CPU tensors fails;
 * the emulator's C++ unit tests under ASan (fiber stacks are annotated, so
@@ -27,7 +27,8 @@ def test_kernel_tests_under_asan():
     info = simt.info("asan")
     env = simt.asan_env(info)
     r = simt.run([simt.python(), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-                  os.path.join(HERE, "test_emulator_kernels.py")], env=env, timeout=900)
+                  os.path.join(HERE, "test_emulator_kernels.py"), os.path.join(HERE, "test_emulator_btc.py")],
+                 env=env, timeout=900)
     out = r.stdout + r.stderr
     assert "AddressSanitizer" not in out, out[-6000:]
     assert r.returncode == 0, out[-6000:]

@@ -108,9 +108,14 @@ def save(model: nn.Module, out_dir: str, tokenizer=None, max_shard_bytes: int = 
         with open(os.path.join(out_dir, INDEX_FILE), "w") as f:
             json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
     cfg = config.to_dict()
-    floats = [t.dtype for t in tensors.values() if t.is_floating_point()]
-    if floats:
-        cfg["dtype"] = str(max(set(floats), key=floats.count)).removeprefix("torch.")
+    # The dense parts' dtype: the parameters' (weighted by size), not the packed
+    # buffers' (a QuantLinear's fp16 scales must not make a float32 model fp16).
+    sizes: dict = {}
+    for p in model.parameters():
+        if p.is_floating_point():
+            sizes[p.dtype] = sizes.get(p.dtype, 0) + p.numel()
+    if sizes:
+        cfg["dtype"] = str(max(sizes, key=sizes.get)).removeprefix("torch.")
     cfg["quantization_config"] = llmpack_quantization_config(model, aliases)
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2, sort_keys=True)

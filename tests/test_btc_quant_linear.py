@@ -1,0 +1,199 @@
+"""QuantLinear, the RTN / GPTQ producers (llmpack.quantize), save/load, the
+GGUF importer (SmolLM2's Q4_1 file, bit-exact weights) and corrupted
+checkpoints."""
+import json
+import os
+
+import pytest
+import torch
+from torch import nn
+
+import llmpack
+from llmpack import QuantLinear
+from llmpack.compress.quantize import gptq, rtn
+from llmpack.models import tiny_llama
+from llmpack.reference import btc as R
+
+
+def linear(n=24, k=200, bias=True, seed=0, dtype=torch.float32):
+    torch.manual_seed(seed)
+    lin = nn.Linear(k, n, bias=bias)
+    return lin.to(dtype)
+
+
+@pytest.mark.parametrize("wbits", [2, 3, 4, 8])
+@pytest.mark.parametrize("group_size", [32, 128, -1])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_rtn_error_is_bounded_by_a_step(wbits, group_size, symmetric):
+    lin = linear()
+    codes, scales, zeros = rtn(lin.weight, wbits, group_size, symmetric)
+    w = R.dequantize(codes, scales, zeros, None, group_size)
+    step = scales.double().repeat_interleave(200 if group_size < 0 else group_size, 1)[:, :200]
+    # Half a step of rounding, plus up to half a step where the rounded zero point clips the range.
+    assert ((w - lin.weight.double()).abs() <= step + 1e-6).all()
+    assert (w - lin.weight.double()).abs().mean() < step.mean() / 3
+
+
+@pytest.mark.parametrize("abits", [16, 8, 4])
+def test_from_linear_forward_matches_reference(abits):
+    lin = linear()
+    q = QuantLinear.from_linear(lin, wbits=4, abits=abits, group_size=64)
+    x = torch.randn(3, 5, 200)
+    y = q(x)
+    ref = R.linear(x, q.codes(), q.scales, q.zeros, None, abits=abits, group_size=64, bias=lin.bias.detach())
+    torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-4)
+    assert torch.equal(q.dense_weight(), R.dequantize(q.codes(), q.scales, q.zeros, None, 64).float())
+
+
+def test_w8_weight_only_is_close_to_dense():
+    lin = linear()
+    q = QuantLinear.from_linear(lin, wbits=8, group_size=32)
+    x = torch.randn(4, 200)
+    rel = (q(x) - lin(x)).norm() / lin(x).norm()
+    assert rel < 5e-3, rel
+
+
+def test_bf16_module_and_repr():
+    lin = linear(dtype=torch.bfloat16)
+    q = QuantLinear.from_linear(lin, wbits=3, abits=8, group_size=32)
+    y = q(torch.randn(2, 200, dtype=torch.bfloat16))
+    assert y.dtype == torch.bfloat16 and y.shape == (2, 24)
+    assert "W3 group 32" in repr(q) and "A8" in repr(q)
+
+
+def test_gptq_beats_rtn_on_its_calibration_inputs():
+    torch.manual_seed(0)
+    k, n = 128, 32
+    # Correlated inputs (as real activations are): where GPTQ's error feedback pays.
+    x = torch.randn(512, 16) @ torch.randn(16, k) + 0.1 * torch.randn(512, k)
+    w = torch.randn(n, k)
+    H = x.T @ x
+    for act_order in (False, True):
+        c_g, s_g, z_g = gptq(w, H, 3, 32, act_order=act_order)
+        c_r, s_r, z_r = rtn(w, 3, 32)
+        err = lambda c, s, z: ((x @ (w - R.dequantize(c, s, z, None, 32).float()).T).norm())  # noqa: E731
+        assert err(c_g, s_g, z_g) < 0.8 * err(c_r, s_r, z_r)
+
+
+@pytest.mark.parametrize("method", ["rtn", "gptq"])
+def test_quantize_model(method):
+    model = tiny_llama()
+    ids = torch.randint(0, 128, (4, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model(ids).logits
+    report = llmpack.quantize(model, wbits=8, abits=16, group_size=32, method=method,
+                              calibration=ids if method == "gptq" else None, progress=False)
+    assert len(report.swapped) == 14 and "lm_head" in report.skipped
+    assert all(isinstance(model.get_submodule(n), QuantLinear) for n in report.swapped)
+    assert str(report).startswith(f"quantize ({method}, W8A16, group 32): 14 Linears")
+    with torch.no_grad():
+        out = model(ids).logits
+    assert (out - ref).norm() / ref.norm() < 0.02
+
+
+def test_quantize_bad_arguments():
+    model = tiny_llama()
+    with pytest.raises(ValueError, match="needs calibration"):
+        llmpack.quantize(model, method="gptq")
+    with pytest.raises(ValueError, match="wbits must be in 1..8"):
+        llmpack.quantize(model, wbits=9)
+    with pytest.raises(ValueError, match="group_size must be"):
+        llmpack.quantize(model, group_size=100)
+    with pytest.raises(ValueError, match="unknown quantization method"):
+        llmpack.quantize(model, method="awq")
+
+
+def test_save_load_roundtrip(tmp_path):
+    model = tiny_llama()
+    llmpack.quantize(model, wbits=4, abits=8, group_size=32, progress=False)
+    ids = torch.randint(0, 128, (2, 10))
+    with torch.no_grad():
+        want = model(ids).logits
+    llmpack.save(model, str(tmp_path))
+    back = llmpack.load(str(tmp_path))
+    assert isinstance(back.model.layers[0].mlp.up_proj, QuantLinear)
+    with torch.no_grad():
+        assert torch.equal(back(ids).logits, want)
+
+
+def _corrupt(folder, key_suffix, fn):
+    from safetensors.torch import load_file, save_file
+
+    path = next(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".safetensors"))
+    tensors = load_file(path)
+    key = next(k for k in tensors if k.endswith(key_suffix))
+    tensors[key] = fn(tensors[key].clone())
+    save_file(tensors, path, metadata={"format": "pt"})
+    return key
+
+
+def test_corrupted_checkpoint_is_a_clear_error(tmp_path):
+    model = tiny_llama()
+    llmpack.quantize(model, wbits=4, group_size=32, progress=False)
+    for what, suffix, fn, msg in [
+        ("sums", "layers.0.mlp.up_proj.code_sums", lambda t: t.index_put_((torch.tensor([1]), torch.tensor([0])),
+                                                                          torch.tensor([999], dtype=t.dtype)),
+         r"code_sums\[1, 0\] = 999 but the codes of that group sum to"),
+        ("zeros", "layers.1.self_attn.q_proj.zeros", lambda t: t.fill_(200), r"zeros\[0, 0\] = 200 does not fit"),
+        ("planes", "layers.0.mlp.down_proj.planes", lambda t: t.fill_(-1), "has bits set past in_features"),
+    ]:
+        folder = tmp_path / what
+        llmpack.save(model, str(folder))
+        _corrupt(str(folder), suffix, fn)
+        with pytest.raises(ValueError, match=msg):
+            llmpack.load(str(folder))
+
+
+def test_spec_errors(tmp_path):
+    model = tiny_llama()
+    llmpack.quantize(model, wbits=4, group_size=32, progress=False)
+    llmpack.save(model, str(tmp_path))
+    cfg_path = tmp_path / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    name = next(iter(cfg["quantization_config"]["modules"]))
+    cfg["quantization_config"]["modules"][name]["wbits"] = 11
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="wbits must be one of"):
+        llmpack.load(str(tmp_path))
+
+
+def test_gguf_blocks_decode():
+    import numpy as np
+
+    from llmpack.io.gguf import decode_blocks
+
+    d = np.array([0.5], dtype=np.float16).view(np.uint8)
+    m = np.array([-1.0], dtype=np.float16).view(np.uint8)
+    nib = np.arange(16, dtype=np.uint8) | (np.arange(16, dtype=np.uint8)[::-1] << 4)
+    q4_1 = np.concatenate([d, m, nib])[None, :]
+    codes, scales, zeros, offsets, bits = decode_blocks("Q4_1", q4_1, 32)
+    assert bits == 4 and zeros is None
+    assert codes[0, :16].tolist() == list(range(16)) and codes[0, 16:].tolist() == list(range(15, -1, -1))
+    assert float(scales[0, 0]) == 0.5 and float(offsets[0, 0]) == -1.0
+    q8 = np.concatenate([d, np.arange(-16, 16, dtype=np.int8).view(np.uint8)])[None, :]
+    codes, _, zeros, _, bits = decode_blocks("Q8_0", q8, 32)
+    assert bits == 8 and int(zeros[0, 0]) == 128 and codes[0].tolist() == list(range(112, 144))
+    with pytest.raises(ValueError, match="expected 1 blocks of 20 bytes"):
+        decode_blocks("Q4_1", q4_1[:, :19], 32)
+
+
+def test_smollm2_gguf_import_is_bit_exact():
+    pytest.importorskip("gguf")
+    from llmpack.io.gguf import quantize_from_gguf
+    from llmpack.models import load_smollm2, smollm2_gguf_path
+
+    try:
+        model, tok = load_smollm2(torch.float32)
+    except ImportError as e:
+        pytest.skip(str(e))
+    dense = {n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    ids = tok("It is a truth universally acknowledged, that a single man", return_tensors="pt").input_ids
+    with torch.no_grad():
+        want = model(ids).logits
+    report = quantize_from_gguf(model, smollm2_gguf_path(), progress=False)
+    assert len(report.swapped) == 210 and report.method == "gguf Q4_1"
+    for name in report.swapped:   # the file's own codes and scales: the very weights transformers dequantized
+        assert torch.equal(model.get_submodule(name).dense_weight(), dense[name]), name
+    with torch.no_grad():
+        got = model(ids).logits
+    assert (got - want).abs().max() < 1e-3 * want.abs().max()
