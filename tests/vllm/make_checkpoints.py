@@ -12,6 +12,9 @@ OUT_DIR/
   dense-bf16/                    the unpruned model (vLLM dense baseline, bench)
   df11-bf16/                     the unpruned model with every Linear and the
                                  embedding DFloat11 (llmpack.compress_lossless)
+  btc-w4a16-fp32/, btc-w4a8-fp32/  the unpruned model with every Linear a QuantLinear
+                                 holding the GGUF file's own Q4_1 blocks (weight-only,
+                                 and with 8-bit activations), + reference-btc-*.json
   prompts.json                   token ids of the prompts
   reference-<dtype>.json         greedy tokens + top-5 logprobs per step from
                                  transformers with llmpack's SparseLinear
@@ -132,6 +135,17 @@ def main(out: str):
     assert back == dense_ref, "DFloat11 model's generations differ from the dense model's"
     with open(os.path.join(out, "reference-dense-bfloat16.json"), "w") as f:
         json.dump(dense_ref, f)
+    # BTC: the GGUF's Q4_1 blocks as QuantLinear, without requantizing.
+    from llmpack.io.gguf import quantize_from_gguf
+    from llmpack.models import smollm2_gguf_path
+
+    for abits in (16, 8):
+        q, _ = load_smollm2(torch.float32)
+        quantize_from_gguf(q, smollm2_gguf_path(), abits=abits, progress=False)
+        folder = os.path.join(out, f"btc-w4a{abits}-fp32")
+        llmpack.save(q, folder, tokenizer=tok)
+        with open(os.path.join(out, f"reference-btc-w4a{abits}-fp32.json"), "w") as f:
+            json.dump(reference(llmpack.load(folder), prompt_ids), f)
     print(f"make_checkpoints: wrote {out} in {time.time() - t0:.0f}s")
 
 

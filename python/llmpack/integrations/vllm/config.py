@@ -21,9 +21,10 @@ import llmpack  # noqa: F401  (loads the kernels and registers their fake impls 
 
 from ... import _ops
 from ...io.compressed_tensors import from_sparse24_bitmask
+from .btc import BtcLinearMethod, shared_spec
 from .df11 import DF11EmbeddingMethod, DF11LinearMethod
 from ...sparse24 import pad_k
-from .selection import format_of, is_ct_sparse24, is_tied
+from .selection import format_of, is_ct_sparse24, is_tied, parts_of
 
 NAME = "llmpack"
 
@@ -141,6 +142,10 @@ class LlmpackConfig(QuantizationConfig):
             return Sparse24LinearMethod()
         if fmt == "ct-sparse24":
             return CTSparse24LinearMethod()
+        if fmt == "btc":
+            modules = self.hf_config.get("modules") or {}
+            parts = parts_of(prefix, self.packed_modules_mapping)
+            return BtcLinearMethod(shared_spec([modules[p] for p in parts], prefix))
         if fmt is None:
             return UnquantizedLinearMethod()
         return _unservable(prefix, fmt)

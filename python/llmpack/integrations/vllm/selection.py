@@ -20,7 +20,8 @@ def is_ct_sparse24(qc: dict) -> bool:
             and sc.get("format") == CT_SPARSE24 and not qc.get("config_groups"))
 
 
-def _parts(prefix: str, packed: dict[str, list[str]]) -> list[str]:
+def parts_of(prefix: str, packed: dict[str, list[str]]) -> list[str]:
+    """The checkpoint modules that vLLM layer ``prefix`` stacks (itself, unless merged)."""
     head, _, last = prefix.rpartition(".")
     if last in packed:
         return [f"{head}.{p}" if head else p for p in packed[last]]
@@ -41,7 +42,7 @@ def format_of(qc: dict, prefix: str, packed: dict[str, list[str]]) -> str | None
     """The llmpack format ("sparse24", "ct-sparse24", ...) serving vLLM layer
     ``prefix``, or None for vLLM's own unquantized path. Raises ValueError
     when the parts of a merged layer disagree."""
-    parts = _parts(prefix, packed)
+    parts = parts_of(prefix, packed)
     if qc.get("quant_method") == "llmpack":
         modules = qc.get("modules") or {}
         fmts = {(modules.get(p) or {}).get("format") for p in parts}
