@@ -278,8 +278,9 @@ def _resolve_dtype(cfg: dict, dtype) -> torch.dtype:
 
 def load(folder: str, dtype: torch.dtype | None = None):
     """The model saved in ``folder`` by :func:`save` (same llmpack modules,
-    bit-identical outputs), or a compressed-tensors sparse-24-bitmask folder
-    (its 2:4 Linears become SparseLinear). ``dtype`` overrides the saved one
+    bit-identical outputs), or a compressed-tensors folder: sparse-24-bitmask
+    (its 2:4 Linears become SparseLinear), pack-quantized or int-quantized
+    (its quantized Linears become QuantLinear, bit-exactly). ``dtype`` overrides the saved one
     for the dense parts. Tokenizer: ``AutoTokenizer.from_pretrained(folder)``."""
     cfg = read_config(folder)
     qc = cfg.get("quantization_config")

@@ -1,4 +1,6 @@
-"""compressed-tensors' ``sparse-24-bitmask`` format <-> llmpack 2:4 packing.
+"""compressed-tensors' ``sparse-24-bitmask`` format <-> llmpack 2:4 packing, and
+the dispatch of compressed-tensors folders in ``llmpack.load`` (quantized
+``pack-quantized`` / ``int-quantized`` ones: llmpack.io.ct_quant).
 
 That format stores, per 2:4 weight ``[R, C]`` (facts from compressed-tensors'
 Sparse24BitMaskCompressor): ``compressed`` ``[R, C/2]``, the kept values of
@@ -79,23 +81,41 @@ def from_sparse24_bitmask(compressed: torch.Tensor, bitmask: torch.Tensor,
 
 def load_compressed_tensors(cfg: dict, qc: dict, reader, model):
     """Fill ``model`` (a skeleton from config.json) from a compressed-tensors
-    folder whose ``sparsity_config.format`` is ``sparse-24-bitmask``: every
+    folder: one whose ``sparsity_config.format`` is ``sparse-24-bitmask`` (every
     Linear stored as ``<name>.compressed / .bitmask / .shape`` becomes a
-    SparseLinear (bit-exact: same kept values), everything else loads as is.
-    ``reader`` is llmpack.io.checkpoint's file reader."""
+    SparseLinear, bit-exact: same kept values), or one quantized with
+    ``pack-quantized`` / ``int-quantized`` config groups (every targeted Linear
+    becomes a QuantLinear with the file's codes, scales and zero points: see
+    llmpack.io.ct_quant). Everything else loads as is. ``reader`` is
+    llmpack.io.checkpoint's file reader."""
+    sc = qc.get("sparsity_config") or {}
+    if not isinstance(sc, dict):
+        raise ValueError(f"config.json: quantization_config.sparsity_config must be an object, got {sc!r}")
+    fmt = sc.get("format") if sc else None
+    if fmt == "dense":  # sparsity recorded, weights stored dense: nothing to convert
+        fmt = None
+    quantized = bool(qc.get("config_groups"))
+    if fmt is not None and quantized:
+        raise ValueError(f"config.json: this compressed-tensors checkpoint is both sparse ({fmt!r}) and quantized "
+                         "(config_groups); llmpack reads 2:4 sparse-24-bitmask ones without quantization, and "
+                         "pack-quantized / int-quantized ones without sparsity compression")
+    if fmt is None and quantized:
+        from .ct_quant import load_quantized
+
+        return load_quantized(cfg, qc, reader, model)
+    if fmt != "sparse-24-bitmask":
+        raise ValueError(f"config.json: compressed-tensors checkpoint with sparsity format {fmt!r} and no "
+                         "quantization config groups; llmpack reads 'sparse-24-bitmask', 'pack-quantized' and "
+                         "'int-quantized'")
+    return _load_sparse24(cfg, qc, reader, model)
+
+
+def _load_sparse24(cfg: dict, qc: dict, reader, model):
     from torch import nn
 
     from ..nn.sparse_linear import SparseLinear
     from .checkpoint import _check_like, _set_module, fill_from_files
 
-    sc = qc.get("sparsity_config") or {}
-    fmt = sc.get("format") if isinstance(sc, dict) else None
-    if fmt != "sparse-24-bitmask":
-        raise ValueError(f"config.json: compressed-tensors checkpoint with sparsity format {fmt!r}; llmpack reads "
-                         "'sparse-24-bitmask' (quantized compressed-tensors formats: not yet)")
-    if qc.get("config_groups"):
-        raise ValueError("config.json: this compressed-tensors checkpoint is also quantized (config_groups); "
-                         "llmpack reads 2:4 sparse-24-bitmask ones without quantization")
     names = set(reader.names())
     prefixes = sorted(n[: -len(".bitmask")] for n in names if n.endswith(".bitmask"))
     done, consumed = set(), set()
