@@ -41,10 +41,17 @@ namespace {
 
 enum class Dot : int { kBitSerial = 0, kMaddubs = 1, kMaddubsShift = 2, kMadd16 = 3 };
 
-inline float load_f(const void* base, int64_t i, Dtype dt) {
+// Called once per group in the inner loops: inlined, with the hardware
+// fp16 conversion where the level has it.
+__attribute__((always_inline)) inline float load_f(const void* base, int64_t i, Dtype dt) {
   if (dt == Dtype::kF32) return static_cast<const float*>(base)[i];
   const uint16_t h = static_cast<const uint16_t*>(base)[i];
-  return dt == Dtype::kBF16 ? bf16_to_f32(h) : f16_to_f32(h);
+  if (dt == Dtype::kBF16) return bf16_to_f32(h);
+#if defined(__F16C__)
+  return _cvtsh_ss(h);
+#else
+  return f16_to_f32(h);
+#endif
 }
 
 inline void store_f(void* base, int64_t i, float v, Dtype dt) {
@@ -114,39 +121,23 @@ inline int32_t hsum_i32(__m256i v) {
 }
 #endif
 
-// ---- the per-row scalar epilogue (corrections from the code sums) ----------
-// Integer activations: y = sx * core + corr, core = sum_g s_g I_g (vector part).
-inline float int_correction(const LinearParams& p, int64_t n, int64_t t) {
+// ---- the corrections, per group, from the code sums ---------------------------
+// Integer activations: y = sx * (sum_g s_g I_g + corr_g), with (zero points)
+// corr_g = -s_g (zx Q_g + z_g (P_g - zx len_g)), or (offsets)
+// corr_g = -s_g zx Q_g + m_g (P_g - zx len_g); Q / P the weight / activation code sums.
+__attribute__((always_inline)) inline float int_correction(const LinearParams& p, int64_t n, int64_t g, int64_t t,
+                                                           float s) {
   const Weight& w = p.w;
-  const float sx = p.a.scales[t];
-  const float zx = float(p.a.zeros[t]);
-  const int32_t* P = p.a.code_sums + t * w.groups;
-  const int32_t* Q = w.code_sums + n * w.groups;
-  float corr = 0.f;
-  for (int64_t g = 0; g < w.groups; ++g) {
-    const float s = load_f(w.scales, n * w.groups + g, w.scale_dtype);
-    const float len = float(group_len(g, w.group_size, w.k));
-    if (w.zeros) {
-      const float z = float(w.zeros[n * w.groups + g]);
-      corr -= s * (zx * float(Q[g]) + z * (float(P[g]) - zx * len));
-    } else {
-      const float m = load_f(w.offsets, n * w.groups + g, w.scale_dtype);
-      corr += -s * zx * float(Q[g]) + m * (float(P[g]) - zx * len);
-    }
-  }
-  return sx * corr;
+  const float zx = float(p.a.zeros[t]), P = float(p.a.code_sums[t * w.groups + g]);
+  const float Q = float(w.code_sums[n * w.groups + g]), len = float(group_len(g, w.group_size, w.k));
+  if (w.zeros) return -s * (zx * Q + float(w.zeros[n * w.groups + g]) * (P - zx * len));
+  return -s * zx * Q + load_f(w.offsets, n * w.groups + g, w.scale_dtype) * (P - zx * len);
 }
 
-// Weight-only: y = core + sum_g m_g X_g, X_g the group's sum of x (xsums).
-inline float float_correction(const LinearParams& p, int64_t n, const float* xsums) {
-  const Weight& w = p.w;
-  float corr = 0.f;
-  for (int64_t g = 0; g < w.groups; ++g) {
-    const int64_t i = n * w.groups + g;
-    const float m = w.zeros ? -load_f(w.scales, i, w.scale_dtype) * float(w.zeros[i]) : load_f(w.offsets, i, w.scale_dtype);
-    corr += m * xsums[g];
-  }
-  return corr;
+// Weight-only: y = sum_g (s_g F_g + m_g X_g), X_g the group's sum of x (xsums), m_g = -s_g z_g.
+__attribute__((always_inline)) inline float offset_of(const Weight& w, int64_t n, int64_t g, float s) {
+  const int64_t i = n * w.groups + g;
+  return w.zeros ? -s * float(w.zeros[i]) : load_f(w.offsets, i, w.scale_dtype);
 }
 
 inline void finish(const LinearParams& p, int64_t t, int64_t n, float v) {
@@ -159,6 +150,7 @@ inline void finish(const LinearParams& p, int64_t t, int64_t n, float v) {
 template <int WB, int T, Dot D>
 __attribute__((noinline)) void int_row(const LinearParams& p, const uint32_t* xplanes, int64_t n, int64_t t0,
                                        float* core) {
+  float corr[T] = {};
   const Weight& w = p.w;
   const int64_t gw = group_words(w.group_size, w.k), real_words = (w.k + 31) / 32, padded = w.kw * 32;
   const uint32_t* row = w.planes + n * w.kw * WB;
@@ -175,10 +167,14 @@ __attribute__((noinline)) void int_row(const LinearParams& p, const uint32_t* xp
         for (int t = 0; t < T; ++t)
           gi[t] = _mm256_add_epi32(gi[t], chunk_dot<D>(q, p.a.codes + (t0 + t) * padded + c * 32));
       }
-      const __m256 s = _mm256_set1_ps(load_f(w.scales, n * w.groups + g, w.scale_dtype));
-      for (int t = 0; t < T; ++t) acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(gi[t]), s, acc[t]);
+      const float sg = load_f(w.scales, n * w.groups + g, w.scale_dtype);
+      const __m256 s = _mm256_set1_ps(sg);
+      for (int t = 0; t < T; ++t) {
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(gi[t]), s, acc[t]);
+        corr[t] += int_correction(p, n, g, t0 + t, sg);
+      }
     }
-    for (int t = 0; t < T; ++t) core[t] = hsum256(acc[t]);
+    for (int t = 0; t < T; ++t) core[t] = p.a.scales[t0 + t] * (hsum256(acc[t]) + corr[t]);
     return;
   }
 #endif
@@ -190,14 +186,16 @@ __attribute__((noinline)) void int_row(const LinearParams& p, const uint32_t* xp
       for (int t = 0; t < T; ++t)
         gi[t] += chunk_bitserial<WB>(row + c * WB, xplanes + ((t0 + t) * w.kw + c) * p.a.abits, int(p.a.abits));
     const float s = load_f(w.scales, n * w.groups + g, w.scale_dtype);
-    for (int t = 0; t < T; ++t) acc[t] += float(gi[t]) * s;
+    for (int t = 0; t < T; ++t) acc[t] += float(gi[t]) * s + int_correction(p, n, g, t0 + t, s);
   }
-  for (int t = 0; t < T; ++t) core[t] = acc[t];
+  for (int t = 0; t < T; ++t) core[t] = p.a.scales[t0 + t] * acc[t];
 }
 
 // ---- weight-only (fp32 activations) -------------------------------------------
 template <int WB, int T>
-__attribute__((noinline)) void float_row(const LinearParams& p, int64_t n, int64_t t0, float* core) {
+__attribute__((noinline)) void float_row(const LinearParams& p, const float* xsums, int64_t n, int64_t t0,
+                                         float* core) {
+  float corr[T] = {};
   const Weight& w = p.w;
   const int64_t gw = group_words(w.group_size, w.k), real_words = (w.k + 31) / 32, padded = w.kw * 32;
   const uint32_t* row = w.planes + n * w.kw * WB;
@@ -215,18 +213,21 @@ __attribute__((noinline)) void float_row(const LinearParams& p, int64_t n, int64
       const __m256 f1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
       const __m256 f2 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
       const __m256 f3 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
-      for (int t = 0; t < T; ++t) {
+      for (int t = 0; t < T; ++t) {  // a tree, so the chain per chunk is one add
         const float* x = p.x + (t0 + t) * padded + c * 32;
-        __m256 a = _mm256_fmadd_ps(f0, _mm256_loadu_ps(x), ga[t]);
-        a = _mm256_fmadd_ps(f1, _mm256_loadu_ps(x + 8), a);
-        a = _mm256_fmadd_ps(f2, _mm256_loadu_ps(x + 16), a);
-        ga[t] = _mm256_fmadd_ps(f3, _mm256_loadu_ps(x + 24), a);
+        const __m256 a = _mm256_fmadd_ps(f0, _mm256_loadu_ps(x), _mm256_mul_ps(f1, _mm256_loadu_ps(x + 8)));
+        const __m256 b = _mm256_fmadd_ps(f2, _mm256_loadu_ps(x + 16), _mm256_mul_ps(f3, _mm256_loadu_ps(x + 24)));
+        ga[t] = _mm256_add_ps(ga[t], _mm256_add_ps(a, b));
       }
     }
-    const __m256 s = _mm256_set1_ps(load_f(w.scales, n * w.groups + g, w.scale_dtype));
-    for (int t = 0; t < T; ++t) acc[t] = _mm256_fmadd_ps(ga[t], s, acc[t]);
+    const float sg = load_f(w.scales, n * w.groups + g, w.scale_dtype), mg = offset_of(w, n, g, sg);
+    const __m256 s = _mm256_set1_ps(sg);
+    for (int t = 0; t < T; ++t) {
+      acc[t] = _mm256_fmadd_ps(ga[t], s, acc[t]);
+      corr[t] += mg * xsums[(t0 + t) * w.groups + g];
+    }
   }
-  for (int t = 0; t < T; ++t) core[t] = hsum256(acc[t]);
+  for (int t = 0; t < T; ++t) core[t] = hsum256(acc[t]) + corr[t];
 #else
   float acc[T] = {};
   uint8_t q[32];
@@ -240,8 +241,8 @@ __attribute__((noinline)) void float_row(const LinearParams& p, int64_t n, int64
         for (int e = 0; e < 32; ++e) ga[t] += float(q[e]) * x[e];
       }
     }
-    const float s = load_f(w.scales, n * w.groups + g, w.scale_dtype);
-    for (int t = 0; t < T; ++t) acc[t] += ga[t] * s;
+    const float s = load_f(w.scales, n * w.groups + g, w.scale_dtype), m = offset_of(w, n, g, s);
+    for (int t = 0; t < T; ++t) acc[t] += ga[t] * s + m * xsums[(t0 + t) * w.groups + g];
   }
   for (int t = 0; t < T; ++t) core[t] = acc[t];
 #endif
@@ -284,11 +285,11 @@ void int_rows(const LinearParams& p, const uint32_t* xplanes) {
       int64_t t = 0;
       for (; t + 4 <= p.m; t += 4) {
         int_row<WB, 4, D>(p, xplanes, n, t, core);
-        for (int i = 0; i < 4; ++i) finish(p, t + i, n, p.a.scales[t + i] * core[i] + int_correction(p, n, t + i));
+        for (int i = 0; i < 4; ++i) finish(p, t + i, n, core[i]);
       }
       for (; t < p.m; ++t) {
         int_row<WB, 1, D>(p, xplanes, n, t, core);
-        finish(p, t, n, p.a.scales[t] * core[0] + int_correction(p, n, t));
+        finish(p, t, n, core[0]);
       }
     }
   });
@@ -301,12 +302,12 @@ void float_rows(const LinearParams& p, const float* xsums) {
     for (int64_t n = n0; n < n1; ++n) {
       int64_t t = 0;
       for (; t + 4 <= p.m; t += 4) {
-        float_row<WB, 4>(p, n, t, core);
-        for (int i = 0; i < 4; ++i) finish(p, t + i, n, core[i] + float_correction(p, n, xsums + (t + i) * p.w.groups));
+        float_row<WB, 4>(p, xsums, n, t, core);
+        for (int i = 0; i < 4; ++i) finish(p, t + i, n, core[i]);
       }
       for (; t < p.m; ++t) {
-        float_row<WB, 1>(p, n, t, core);
-        finish(p, t, n, core[0] + float_correction(p, n, xsums + t * p.w.groups));
+        float_row<WB, 1>(p, xsums, n, t, core);
+        finish(p, t, n, core[0]);
       }
     }
   });
