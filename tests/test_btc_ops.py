@@ -126,8 +126,15 @@ def check_linear(x, wc, planes, scales, zeros, offsets, sums, wbits, abits, grou
     w = R.dequantize(wc, scales, zeros, offsets, group_size)
     x2 = x.reshape(-1, x.shape[-1]).double()
     if abits != 16:
+        # The integer core and its corrections are combined in fp32: the bound
+        # scales with the terms they hold, s q (p - 128), s zx Q, m P, not with
+        # the (smaller) dequantized products.
         c, s, z = R.quantize_activations(x2, abits, sym)
-        x2 = s.double()[:, None] * (c.double() - z.double()[:, None])
+        x2 = s.double()[:, None] * (c.double() + z.double()[:, None] + 128)
+        size = x.shape[-1] if group_size < 0 else group_size
+        per = lambda t: t.double().repeat_interleave(size, 1)[:, :x.shape[-1]]  # noqa: E731
+        w = per(scales).abs() * (wc.double() + (per(zeros) if zeros is not None else 0)) + \
+            (per(offsets).abs() if offsets is not None else 0)
     magnitude = (x2.abs() @ w.abs().T).reshape(ref.shape) + (0 if bias is None else bias.double().abs())
     # The corrections are applied per group in fp32: a few more roundings than a plain dot.
     assert_close_dot(y, ref, 4 * magnitude, x.shape[-1])

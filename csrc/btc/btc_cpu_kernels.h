@@ -39,7 +39,10 @@
 namespace llmpack::btc::LLMPACK_ISA_NS {
 namespace {
 
-enum class Dot : int { kBitSerial = 0, kMaddubs = 1, kMaddubsShift = 2, kMadd16 = 3 };
+// kShifted: kMaddubsShift inside btc_linear, where the activation codes are
+// stored pre-shifted (p ^ 0x80 = p - 128 as s8) and the 128 sum q term comes
+// from the weight's code sums in the correction instead of per chunk.
+enum class Dot : int { kBitSerial = 0, kMaddubs = 1, kMaddubsShift = 2, kMadd16 = 3, kShifted = 4 };
 
 // Called once per group in the inner loops: inlined, with the hardware
 // fp16 conversion where the level has it.
@@ -100,7 +103,7 @@ inline __m256i hadd16(__m256i v) { return _mm256_madd_epi16(v, _mm256_set1_epi16
 template <Dot D>
 inline __m256i chunk_dot(__m256i q, const uint8_t* p) {
   const __m256i pv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  if constexpr (D == Dot::kMaddubs) {
+  if constexpr (D == Dot::kMaddubs || D == Dot::kShifted) {
     return hadd16(_mm256_maddubs_epi16(q, pv));
   } else if constexpr (D == Dot::kMaddubsShift) {  // q (p - 128) + 128 q
     const __m256i ps = _mm256_xor_si256(pv, _mm256_set1_epi8(char(0x80)));
@@ -121,23 +124,63 @@ inline int32_t hsum_i32(__m256i v) {
 }
 #endif
 
-// ---- the corrections, per group, from the code sums ---------------------------
-// Integer activations: y = sx * (sum_g s_g I_g + corr_g), with (zero points)
-// corr_g = -s_g (zx Q_g + z_g (P_g - zx len_g)), or (offsets)
-// corr_g = -s_g zx Q_g + m_g (P_g - zx len_g); Q / P the weight / activation code sums.
-__attribute__((always_inline)) inline float int_correction(const LinearParams& p, int64_t n, int64_t g, int64_t t,
-                                                           float s) {
-  const Weight& w = p.w;
-  const float zx = float(p.a.zeros[t]), P = float(p.a.code_sums[t * w.groups + g]);
-  const float Q = float(w.code_sums[n * w.groups + g]), len = float(group_len(g, w.group_size, w.k));
-  if (w.zeros) return -s * (zx * Q + float(w.zeros[n * w.groups + g]) * (P - zx * len));
-  return -s * zx * Q + load_f(w.offsets, n * w.groups + g, w.scale_dtype) * (P - zx * len);
+// ---- per-row metadata and the corrections ---------------------------------------
+// A row's group metadata, widened once per row into fp32 arrays (vector
+// conversions), so the chunk loop only broadcasts s_g from memory and the
+// corrections are dot products over the groups:
+//   m_g = offset (W = s q + m) or -s_g z_g (W = s (q - z)), q_g = the code sum Q_g.
+// Weight-only:  y = sum_g s_g F_g + dot(m, X_t)          (X_t,g: sum of x over group g)
+// Integer acts: y = sx (sum_g s_g I_g - zx dot(s, q) + dot(m, Pc_t))
+//               with Pc_t,g = P_t,g - zx len_g (P: the activation code sums),
+// one formula for both offset forms.
+struct RowMeta {
+  std::vector<float> s, m, q;
+  explicit RowMeta(int64_t groups) : s(size_t(groups)), m(size_t(groups)), q(size_t(groups)) {}
+};
+
+inline void widen_row(const void* base, int64_t off, int64_t n, Dtype dt, float* out) {
+  int64_t i = 0;
+#if defined(__AVX2__)
+  if (dt == Dtype::kF16) {
+    for (; i + 8 <= n; i += 8)
+      _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(
+                                    reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + off + i))));
+  } else if (dt == Dtype::kBF16) {
+    for (; i + 8 <= n; i += 8) {
+      const __m256i h = _mm256_cvtepu16_epi32(
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + off + i)));
+      _mm256_storeu_ps(out + i, _mm256_castsi256_ps(_mm256_slli_epi32(h, 16)));
+    }
+  }
+#endif
+  for (; i < n; ++i) out[i] = load_f(base, off + i, dt);
 }
 
-// Weight-only: y = sum_g (s_g F_g + m_g X_g), X_g the group's sum of x (xsums), m_g = -s_g z_g.
-__attribute__((always_inline)) inline float offset_of(const Weight& w, int64_t n, int64_t g, float s) {
-  const int64_t i = n * w.groups + g;
-  return w.zeros ? -s * float(w.zeros[i]) : load_f(w.offsets, i, w.scale_dtype);
+inline void load_row_meta(const Weight& w, int64_t n, bool with_q, RowMeta& r) {
+  const int64_t G = w.groups, off = n * G;
+  widen_row(w.scales, off, G, w.scale_dtype, r.s.data());
+  if (w.zeros) {
+    for (int64_t g = 0; g < G; ++g) r.m[size_t(g)] = -r.s[size_t(g)] * float(w.zeros[off + g]);
+  } else {
+    widen_row(w.offsets, off, G, w.scale_dtype, r.m.data());
+  }
+  if (with_q)
+    for (int64_t g = 0; g < G; ++g) r.q[size_t(g)] = float(w.code_sums[off + g]);
+}
+
+inline float dot_f32(const float* a, const float* b, int64_t n) {
+  int64_t i = 0;
+  float s = 0.f;
+#if defined(__AVX2__)
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  for (; i + 16 <= n; i += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+  }
+  s = hsum256(_mm256_add_ps(acc0, acc1));
+#endif
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
 }
 
 inline void finish(const LinearParams& p, int64_t t, int64_t n, float v) {
@@ -148,9 +191,8 @@ inline void finish(const LinearParams& p, int64_t t, int64_t n, float v) {
 // ---- integer activations ------------------------------------------------------
 // Tokens t0 .. t0 + T - 1 against weight row n: sum_g s_g I_g per token.
 template <int WB, int T, Dot D>
-__attribute__((noinline)) void int_row(const LinearParams& p, const uint32_t* xplanes, int64_t n, int64_t t0,
-                                       float* core) {
-  float corr[T] = {};
+__attribute__((noinline)) void int_row(const LinearParams& p, const uint32_t* xplanes, const float* srow,
+                                       int64_t n, int64_t t0, float* core) {
   const Weight& w = p.w;
   const int64_t gw = group_words(w.group_size, w.k), real_words = (w.k + 31) / 32, padded = w.kw * 32;
   const uint32_t* row = w.planes + n * w.kw * WB;
@@ -158,6 +200,17 @@ __attribute__((noinline)) void int_row(const LinearParams& p, const uint32_t* xp
   if constexpr (D != Dot::kBitSerial) {
     __m256 acc[T];
     for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+    if (gw == 1) {  // groups of 32: one chunk per group, no inner loop
+      for (int64_t c = 0; c < real_words; ++c) {
+        const __m256i q = expand_avx2<WB>(row + c * WB);
+        const __m256 s = _mm256_broadcast_ss(srow + c);
+        for (int t = 0; t < T; ++t)
+          acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(chunk_dot<D>(q, p.a.codes + (t0 + t) * padded + c * 32)), s,
+                                   acc[t]);
+      }
+      for (int t = 0; t < T; ++t) core[t] = hsum256(acc[t]);
+      return;
+    }
     for (int64_t g = 0; g < w.groups; ++g) {
       __m256i gi[T];
       for (int t = 0; t < T; ++t) gi[t] = _mm256_setzero_si256();
@@ -167,14 +220,10 @@ __attribute__((noinline)) void int_row(const LinearParams& p, const uint32_t* xp
         for (int t = 0; t < T; ++t)
           gi[t] = _mm256_add_epi32(gi[t], chunk_dot<D>(q, p.a.codes + (t0 + t) * padded + c * 32));
       }
-      const float sg = load_f(w.scales, n * w.groups + g, w.scale_dtype);
-      const __m256 s = _mm256_set1_ps(sg);
-      for (int t = 0; t < T; ++t) {
-        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(gi[t]), s, acc[t]);
-        corr[t] += int_correction(p, n, g, t0 + t, sg);
-      }
+      const __m256 s = _mm256_broadcast_ss(srow + g);
+      for (int t = 0; t < T; ++t) acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(gi[t]), s, acc[t]);
     }
-    for (int t = 0; t < T; ++t) core[t] = p.a.scales[t0 + t] * (hsum256(acc[t]) + corr[t]);
+    for (int t = 0; t < T; ++t) core[t] = hsum256(acc[t]);
     return;
   }
 #endif
@@ -185,49 +234,55 @@ __attribute__((noinline)) void int_row(const LinearParams& p, const uint32_t* xp
     for (int64_t c = g * gw; c < c1; ++c)
       for (int t = 0; t < T; ++t)
         gi[t] += chunk_bitserial<WB>(row + c * WB, xplanes + ((t0 + t) * w.kw + c) * p.a.abits, int(p.a.abits));
-    const float s = load_f(w.scales, n * w.groups + g, w.scale_dtype);
-    for (int t = 0; t < T; ++t) acc[t] += float(gi[t]) * s + int_correction(p, n, g, t0 + t, s);
+    for (int t = 0; t < T; ++t) acc[t] += float(gi[t]) * srow[g];
   }
-  for (int t = 0; t < T; ++t) core[t] = p.a.scales[t0 + t] * acc[t];
+  for (int t = 0; t < T; ++t) core[t] = acc[t];
 }
 
 // ---- weight-only (fp32 activations) -------------------------------------------
 template <int WB, int T>
-__attribute__((noinline)) void float_row(const LinearParams& p, const float* xsums, int64_t n, int64_t t0,
+__attribute__((noinline)) void float_row(const LinearParams& p, const float* srow, int64_t n, int64_t t0,
                                          float* core) {
-  float corr[T] = {};
   const Weight& w = p.w;
   const int64_t gw = group_words(w.group_size, w.k), real_words = (w.k + 31) / 32, padded = w.kw * 32;
   const uint32_t* row = w.planes + n * w.kw * WB;
 #if defined(__AVX2__)
   __m256 acc[T];
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
-  for (int64_t g = 0; g < w.groups; ++g) {
-    __m256 ga[T];
-    for (int t = 0; t < T; ++t) ga[t] = _mm256_setzero_ps();
-    const int64_t c1 = std::min((g + 1) * gw, real_words);
-    for (int64_t c = g * gw; c < c1; ++c) {
-      const __m256i q = expand_avx2<WB>(row + c * WB);
-      const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
-      const __m256 f0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
-      const __m256 f1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
-      const __m256 f2 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
-      const __m256 f3 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
-      for (int t = 0; t < T; ++t) {  // a tree, so the chain per chunk is one add
-        const float* x = p.x + (t0 + t) * padded + c * 32;
-        const __m256 a = _mm256_fmadd_ps(f0, _mm256_loadu_ps(x), _mm256_mul_ps(f1, _mm256_loadu_ps(x + 8)));
-        const __m256 b = _mm256_fmadd_ps(f2, _mm256_loadu_ps(x + 16), _mm256_mul_ps(f3, _mm256_loadu_ps(x + 24)));
-        ga[t] = _mm256_add_ps(ga[t], _mm256_add_ps(a, b));
-      }
-    }
-    const float sg = load_f(w.scales, n * w.groups + g, w.scale_dtype), mg = offset_of(w, n, g, sg);
-    const __m256 s = _mm256_set1_ps(sg);
+  // One chunk's sum of q * x per token, as a tree (the chain per chunk is one add).
+  auto chunk = [&](int64_t c, __m256* out) __attribute__((always_inline)) {
+    const __m256i q = expand_avx2<WB>(row + c * WB);
+    const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+    const __m256 f0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
+    const __m256 f1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
+    const __m256 f2 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+    const __m256 f3 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
     for (int t = 0; t < T; ++t) {
-      acc[t] = _mm256_fmadd_ps(ga[t], s, acc[t]);
-      corr[t] += mg * xsums[(t0 + t) * w.groups + g];
+      const float* x = p.x + (t0 + t) * padded + c * 32;
+      const __m256 a = _mm256_fmadd_ps(f0, _mm256_loadu_ps(x), _mm256_mul_ps(f1, _mm256_loadu_ps(x + 8)));
+      const __m256 b = _mm256_fmadd_ps(f2, _mm256_loadu_ps(x + 16), _mm256_mul_ps(f3, _mm256_loadu_ps(x + 24)));
+      out[t] = _mm256_add_ps(out[t], _mm256_add_ps(a, b));
+    }
+  };
+  if (gw == 1) {  // groups of 32: one chunk per group, no inner loop
+    for (int64_t c = 0; c < real_words; ++c) {
+      __m256 ga[T];
+      for (int t = 0; t < T; ++t) ga[t] = _mm256_setzero_ps();
+      chunk(c, ga);
+      const __m256 s = _mm256_broadcast_ss(srow + c);
+      for (int t = 0; t < T; ++t) acc[t] = _mm256_fmadd_ps(ga[t], s, acc[t]);
+    }
+  } else {
+    for (int64_t g = 0; g < w.groups; ++g) {
+      __m256 ga[T];
+      for (int t = 0; t < T; ++t) ga[t] = _mm256_setzero_ps();
+      const int64_t c1 = std::min((g + 1) * gw, real_words);
+      for (int64_t c = g * gw; c < c1; ++c) chunk(c, ga);
+      const __m256 s = _mm256_broadcast_ss(srow + g);
+      for (int t = 0; t < T; ++t) acc[t] = _mm256_fmadd_ps(ga[t], s, acc[t]);
     }
   }
-  for (int t = 0; t < T; ++t) core[t] = hsum256(acc[t]) + corr[t];
+  for (int t = 0; t < T; ++t) core[t] = hsum256(acc[t]);
 #else
   float acc[T] = {};
   uint8_t q[32];
@@ -241,8 +296,7 @@ __attribute__((noinline)) void float_row(const LinearParams& p, const float* xsu
         for (int e = 0; e < 32; ++e) ga[t] += float(q[e]) * x[e];
       }
     }
-    const float s = load_f(w.scales, n * w.groups + g, w.scale_dtype), m = offset_of(w, n, g, s);
-    for (int t = 0; t < T; ++t) acc[t] += ga[t] * s + m * xsums[(t0 + t) * w.groups + g];
+    for (int t = 0; t < T; ++t) acc[t] += ga[t] * srow[g];
   }
   for (int t = 0; t < T; ++t) core[t] = acc[t];
 #endif
@@ -277,52 +331,66 @@ inline Dot choose_dot(int64_t wbits, int64_t abits) {
 #endif
 }
 
+// pc [m, groups]: P - zx len per token and group (see RowMeta).
 template <int WB, Dot D>
-void int_rows(const LinearParams& p, const uint32_t* xplanes) {
+void int_rows(const LinearParams& p, const uint32_t* xplanes, const float* pc) {
+  const int64_t G = p.w.groups;
   parallel_for(0, p.w.n, grain_for(p.w.kw * 32 * p.m), [&](int64_t n0, int64_t n1) {
     float core[4];
+    RowMeta r(G);
     for (int64_t n = n0; n < n1; ++n) {
+      load_row_meta(p.w, n, true, r);
+      const float sq = dot_f32(r.s.data(), r.q.data(), G);
+      const float shift = D == Dot::kShifted ? 128.f : 0.f;  // the cores summed q (p - 128)
+      auto done = [&](int64_t t, float c) {
+        finish(p, t, n, p.a.scales[t] * (c + (shift - float(p.a.zeros[t])) * sq + dot_f32(r.m.data(), pc + t * G, G)));
+      };
       int64_t t = 0;
       for (; t + 4 <= p.m; t += 4) {
-        int_row<WB, 4, D>(p, xplanes, n, t, core);
-        for (int i = 0; i < 4; ++i) finish(p, t + i, n, core[i]);
+        int_row<WB, 4, D>(p, xplanes, r.s.data(), n, t, core);
+        for (int i = 0; i < 4; ++i) done(t + i, core[i]);
       }
       for (; t < p.m; ++t) {
-        int_row<WB, 1, D>(p, xplanes, n, t, core);
-        finish(p, t, n, core[0]);
+        int_row<WB, 1, D>(p, xplanes, r.s.data(), n, t, core);
+        done(t, core[0]);
       }
     }
   });
 }
 
+// xsums [m, groups]: each token's sum of x over each group.
 template <int WB>
 void float_rows(const LinearParams& p, const float* xsums) {
+  const int64_t G = p.w.groups;
   parallel_for(0, p.w.n, grain_for(p.w.kw * 32 * p.m), [&](int64_t n0, int64_t n1) {
     float core[4];
+    RowMeta r(G);
     for (int64_t n = n0; n < n1; ++n) {
+      load_row_meta(p.w, n, false, r);
       int64_t t = 0;
       for (; t + 4 <= p.m; t += 4) {
-        float_row<WB, 4>(p, xsums, n, t, core);
-        for (int i = 0; i < 4; ++i) finish(p, t + i, n, core[i]);
+        float_row<WB, 4>(p, r.s.data(), n, t, core);
+        for (int i = 0; i < 4; ++i) finish(p, t + i, n, core[i] + dot_f32(r.m.data(), xsums + (t + i) * G, G));
       }
       for (; t < p.m; ++t) {
-        float_row<WB, 1>(p, xsums, n, t, core);
-        finish(p, t, n, core[0]);
+        float_row<WB, 1>(p, r.s.data(), n, t, core);
+        finish(p, t, n, core[0] + dot_f32(r.m.data(), xsums + t * G, G));
       }
     }
   });
 }
 
 template <int WB>
-void int_dispatch(const LinearParams& p, const uint32_t* xplanes, Dot d) {
+void int_dispatch(const LinearParams& p, const uint32_t* xplanes, const float* pc, Dot d) {
   switch (d) {
-    case Dot::kBitSerial: return int_rows<WB, Dot::kBitSerial>(p, xplanes);
+    case Dot::kBitSerial: return int_rows<WB, Dot::kBitSerial>(p, xplanes, pc);
 #if defined(__AVX2__)
-    case Dot::kMaddubs: return int_rows<WB, Dot::kMaddubs>(p, xplanes);
-    case Dot::kMaddubsShift: return int_rows<WB, Dot::kMaddubsShift>(p, xplanes);
-    case Dot::kMadd16: return int_rows<WB, Dot::kMadd16>(p, xplanes);
+    case Dot::kMaddubs: return int_rows<WB, Dot::kMaddubs>(p, xplanes, pc);
+    case Dot::kMaddubsShift: return int_rows<WB, Dot::kMaddubsShift>(p, xplanes, pc);
+    case Dot::kShifted: return int_rows<WB, Dot::kShifted>(p, xplanes, pc);
+    case Dot::kMadd16: return int_rows<WB, Dot::kMadd16>(p, xplanes, pc);
 #else
-    default: return int_rows<WB, Dot::kBitSerial>(p, xplanes);
+    default: return int_rows<WB, Dot::kBitSerial>(p, xplanes, pc);
 #endif
   }
 }
@@ -356,7 +424,19 @@ void linear_wb(const LinearParams& p) {
           xplanes[(t * p.w.kw + c) * ab + j] = v;
         }
   }
-  int_dispatch<WB>(p, xplanes.data(), d);
+  std::vector<float> pc(size_t(p.m * p.w.groups));
+  for (int64_t t = 0; t < p.m; ++t)
+    for (int64_t g = 0; g < p.w.groups; ++g)
+      pc[size_t(t * p.w.groups + g)] = float(p.a.code_sums[t * p.w.groups + g]) -
+                                       float(p.a.zeros[t]) * float(group_len(g, p.w.group_size, p.w.k));
+  if (d == Dot::kMaddubsShift) {  // 8-bit activations: shift them once here, not per chunk and row
+    std::vector<uint8_t> shifted(size_t(p.m * p.w.kw * 32));
+    for (size_t i = 0; i < shifted.size(); ++i) shifted[i] = p.a.codes[i] ^ 0x80;
+    LinearParams q = p;
+    q.a.codes = shifted.data();
+    return int_dispatch<WB>(q, xplanes.data(), pc.data(), Dot::kShifted);
+  }
+  int_dispatch<WB>(p, xplanes.data(), pc.data(), d);
 }
 
 void linear(const LinearParams& p) {
