@@ -251,3 +251,18 @@ class Table:
             baseline_name, f"{baseline.median_s / t.median_s:.2f}x",
         ) + tuple(extra)
         print("  ".join(str(c).rjust(w) for c, w in zip(cells, self.WIDTHS + self.extra_widths)), flush=True)
+
+
+def smollm2_and_text(source: str, seq_len: int, calib_chunks: int, eval_chunks: int):
+    """SmolLM2 (fp32) with calibration and held-out token chunks of the local text
+    ``source``: (model, tokenizer, calib [n, seq], evals [n, seq], description)."""
+    from llmpack.data import calibration_and_eval_text, tokenize_chunks
+    from llmpack.models import load_smollm2
+
+    model, tok = load_smollm2(torch.float32)
+    calib_text, eval_text, text_desc = calibration_and_eval_text(source)
+    calib = tokenize_chunks(tok, calib_text, seq_len, calib_chunks)
+    evals = tokenize_chunks(tok, eval_text, seq_len, eval_chunks)
+    desc = (f"SmolLM2-135M-Instruct (GGUF Q4_1 dequantized to fp32); {text_desc}; calibration "
+            f"{calib_chunks}x{seq_len} tokens, evaluation {eval_chunks}x{seq_len} tokens")
+    return model, tok, calib, evals, desc

@@ -22,10 +22,14 @@ import time
 
 import torch
 
+import os
+import sys
+
 from llmpack.compress import prune
-from llmpack.data import calibration_and_eval_text, tokenize_chunks
 from llmpack.eval import perplexity
-from llmpack.models import load_smollm2
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _harness import smollm2_and_text  # noqa: E402
 
 
 def main(argv=None):
@@ -41,13 +45,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     t_start = time.perf_counter()
-    dense, tok = load_smollm2(torch.float32)
-    calib_text, eval_text, text_desc = calibration_and_eval_text(args.source)
-    calib = tokenize_chunks(tok, calib_text, args.seq_len, args.calib_chunks)
-    evals = tokenize_chunks(tok, eval_text, args.seq_len, args.eval_chunks)
-    desc = (f"SmolLM2-135M-Instruct (GGUF Q4_1 dequantized to fp32); {text_desc}; "
-            f"calibration {args.calib_chunks}x{args.seq_len} tokens, "
-            f"evaluation {args.eval_chunks}x{args.seq_len} tokens")
+    dense, tok, calib, evals, desc = smollm2_and_text(args.source, args.seq_len, args.calib_chunks, args.eval_chunks)
     print(desc, flush=True)
 
     def evaluate(name, model, report=None):
