@@ -2,7 +2,7 @@
 next to torch's CPU baselines, timed in interleaved rounds of one run.
 
 Baselines, per shape and M, in the same rounds:
-  * dense bf16 F.linear;
+  * dense bf16 F.linear, and dense fp32 (the faster dense dtype on CPUs without native bf16);
   * torch's int4 weight-only op (_weight_int4pack_mm_for_cpu, bf16 x, group 32);
   * torch's int8 weight-only op (_weight_int8pack_mm, bf16 x, per-channel);
   * torch._int_mm (W8A8 int8 x int8 -> int32, the integer core alone);
@@ -32,6 +32,7 @@ from llmpack import _ops  # noqa: E402
 SHAPES = [(4096, 4096), (4096, 11008), (11008, 4096), (576, 576), (576, 1536), (1536, 576)]
 CONFIGS = ["W4A16", "W4A8", "W2A8", "W3A8", "W8A8", "W4A4", "W2A16", "W8A16"]
 GROUP = 32
+BASELINES = ("dense", "dense32", "int4", "int8", "int_mm", "2:4")
 
 
 def packed_btc(n, k, wbits, dtype=torch.bfloat16):
@@ -62,7 +63,7 @@ def main():
     print(f"btc_linear vs torch, ISA {llmpack.active_isa()}, threads {torch.get_num_threads()}, "
           f"method {os.environ.get('LLMPACK_BTC_DOT', 'auto')}, DRAM read roof {roof:.1f} GB/s, group {GROUP}")
     print(f"{'shape':>22} {'data':>4} {'op':>10} {'us':>9} {'min':>8} {'max':>8} {'GB/s':>6} {'%roof':>5}  "
-          "speed-up vs: dense-bf16 int4(W4) int8(W8) _int_mm 2:4-bf16")
+          "speed-up vs: dense-bf16 dense-fp32 int4(W4) int8(W8) _int_mm 2:4-bf16")
     for k, n in shapes:
         w = torch.randn(n, k, dtype=torch.bfloat16)
         wq4 = torch.randint(0, 16, (n, k), dtype=torch.int32)
@@ -76,7 +77,7 @@ def main():
         W24 = torch.where(torch.zeros_like(w24, dtype=torch.bool).scatter_(-1, keep, True), w24,
                           torch.zeros((), dtype=torch.bfloat16)).view(n, k)
         v24, m24 = llmpack.sparse24_compress(W24)
-        base = {"dense": (w,), "int4": (int4, sz4), "int8": (w8, s8), "int_mm": (w8.t().contiguous().t(),),
+        base = {"dense": (w,), "dense32": (w.float(),), "int4": (int4, sz4), "int8": (w8, s8), "int_mm": (w8.t().contiguous().t(),),
                 "2:4": (v24, m24)}
         ours = {c: packed_btc(n, k, int(c[1:c.index("A")])) for c in configs}
         for m in ms:
@@ -84,9 +85,11 @@ def main():
             mk = (lambda a: Cold(lambda a=a: tuple(t.clone() for t in a), nbytes(a))) if cold else Cold.hot
             ops = {name: mk(a) for name, a in {**base, **ours}.items()}
             x = torch.randn(m, k, dtype=torch.bfloat16)
+            x32 = x.float()
             x8 = torch.randint(-128, 127, (max(m, 17), k), dtype=torch.int8)   # _int_mm wants M > 16
             fns = {
                 "dense": lambda: F.linear(x, *ops["dense"].next()),
+                "dense32": lambda: F.linear(x32, *ops["dense32"].next()),
                 "int4": lambda: torch.ops.aten._weight_int4pack_mm_for_cpu(x, ops["int4"].next()[0], GROUP,
                                                                            ops["int4"].copies[ops["int4"].i][1]),
                 "int8": lambda: torch.ops.aten._weight_int8pack_mm(x, *ops["int8"].next()),
@@ -105,11 +108,11 @@ def main():
                 if not c.endswith("A16"):
                     streamed += nbytes(ours[c][3:])
                 gbs = streamed / t.median_s / 1e9
-                ups = " ".join(f"{res[b].median_s / t.median_s:9.2f}x" for b in ("dense", "int4", "int8", "int_mm", "2:4"))
+                ups = " ".join(f"{res[b].median_s / t.median_s:9.2f}x" for b in BASELINES)
                 print(f"{f'M={m} K={k} N={n}':>22} {'cold' if cold else 'hot':>4} {c:>10} {t.median_s * 1e6:9.1f} "
                       f"{t.min_s * 1e6:8.1f} {t.max_s * 1e6:8.1f} {gbs:6.1f} {100 * gbs / roof:5.0f}  {ups}",
                       flush=True)
-            for b in ("dense", "int4", "int8", "int_mm", "2:4"):
+            for b in BASELINES:
                 t = res[b]
                 print(f"{f'M={m} K={k} N={n}':>22} {'cold' if cold else 'hot':>4} {b:>10} {t.median_s * 1e6:9.1f} "
                       f"{t.min_s * 1e6:8.1f} {t.max_s * 1e6:8.1f}", flush=True)
