@@ -167,19 +167,14 @@ def quantize(model: nn.Module, wbits: int = 4, abits: int = 16, group_size: int 
     (token ids ``[n, seq]``, split into batches of ``batch_size``). The output
     head and embedding-tied Linears stay dense (``skip`` overrides, as in
     :func:`llmpack.prune`)."""
-    from ..nn.quant_linear import QuantLinear
+    from ..nn.quant_linear import QuantLinear, check_quant_args
     from .prune import _batches, _select, default_skip, find_decoder_layers, layerwise
 
     if method not in METHODS:
         raise ValueError(f"unknown quantization method {method!r}; choose one of {METHODS}")
     if method == "gptq" and calibration is None:
         raise ValueError("method 'gptq' needs calibration inputs")
-    if wbits not in range(1, 9):
-        raise ValueError(f"wbits must be in 1..8, got {wbits}")
-    if abits != 16 and abits not in range(1, 9):
-        raise ValueError(f"abits must be in 1..8 or 16, got {abits}")
-    if group_size not in (32, 64, 128, -1):
-        raise ValueError(f"group_size must be 32, 64, 128 or -1 (per channel), got {group_size}")
+    check_quant_args("quantize", wbits, abits, group_size)   # before any calibration work
     start = time.perf_counter()
     targets, skipped = _select(model, 1, skip or default_skip(model))
     report = QuantizeReport(method, wbits, abits, group_size, skipped=skipped)

@@ -22,6 +22,16 @@ def _int_in(spec: dict, key: str, allowed) -> int:
     return v
 
 
+def check_quant_args(who: str, wbits: int, abits: int, group_size: int):
+    """The bit widths and group sizes the kernels take (a ValueError naming ``who`` otherwise)."""
+    if wbits not in range(1, 9):
+        raise ValueError(f"{who}: wbits must be in 1..8, got {wbits}")
+    if abits != 16 and abits not in range(1, 9):
+        raise ValueError(f"{who}: abits must be in 1..8 or 16 (weight-only), got {abits}")
+    if group_size not in (32, 64, 128, -1):
+        raise ValueError(f"{who}: group_size must be 32, 64, 128 or -1 (per channel), got {group_size}")
+
+
 @register_format
 class QuantLinear(nn.Module):
     """``y = x @ W^T + bias`` with ``W [out, in]`` quantized to ``wbits``.
@@ -39,12 +49,7 @@ class QuantLinear(nn.Module):
                  abits: int = 16, group_size: int = 128, zero_point: bool = True, act_symmetric: bool = False,
                  scale_dtype: torch.dtype = torch.float16, dtype: torch.dtype = torch.float32, device=None):
         super().__init__()
-        if wbits not in range(1, 9):
-            raise ValueError(f"QuantLinear: wbits must be in 1..8, got {wbits}")
-        if abits != 16 and abits not in range(1, 9):
-            raise ValueError(f"QuantLinear: abits must be in 1..8 or 16 (weight-only), got {abits}")
-        if group_size not in (32, 64, 128, -1):
-            raise ValueError(f"QuantLinear: group_size must be 32, 64, 128 or -1 (per channel), got {group_size}")
+        check_quant_args("QuantLinear", wbits, abits, group_size)
         self.in_features, self.out_features = in_features, out_features
         self.wbits, self.abits, self.group_size = wbits, abits, group_size
         self.zero_point, self.act_symmetric, self.dtype = zero_point, act_symmetric, dtype
