@@ -12,7 +12,12 @@ Decode shapes (M <= 16) rotate every operand through more bytes than the LLC
 second over the DRAM read bandwidth measured on this machine.
 
     python bench/btc.py [--quick] [--m 1,4,16,64] [--shapes 4096x4096,...] [--configs W4A16,W4A8,...]
+                        [--layout fields|planes|both]
     LLMPACK_BTC_DOT=bitserial|madd16 python bench/btc.py ...   (force a core method: crossover table)
+
+The weights are timed in the fields layout by default, the one QuantLinear
+holds on the CPU (btc_to_fields); ``--layout planes`` times the bit planes
+as stored, ``both`` puts the two side by side (planes rows end in "/p").
 """
 from __future__ import annotations
 
@@ -44,6 +49,12 @@ def packed_btc(n, k, wbits, dtype=torch.bfloat16):
     return planes, scales, offsets, sums
 
 
+def bits_of(config):
+    """"W4A8" or "W4A8/p" -> (4, 8)."""
+    c = config.split("/")[0]
+    return int(c[1:c.index("A")]), int(c[c.index("A") + 1:])
+
+
 def nbytes(ts):
     return sum(t.numel() * t.element_size() for t in ts if isinstance(t, torch.Tensor))
 
@@ -54,14 +65,19 @@ def main():
     ap.add_argument("--m", default="1,4,16,64")
     ap.add_argument("--shapes", default=None)
     ap.add_argument("--configs", default=None)
+    ap.add_argument("--layout", default="fields", choices=["fields", "planes", "both"])
     args = ap.parse_args()
     ms = [1] if args.quick else [int(v) for v in args.m.split(",")]
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")] if args.shapes else \
         (SHAPES[3:4] if args.quick else SHAPES)
     configs = args.configs.split(",") if args.configs else CONFIGS
+    if args.layout == "planes":
+        configs = [c + "/p" for c in configs]
+    elif args.layout == "both":
+        configs = [v for c in configs for v in (c, c + "/p")]
     roof = dram_roof_gbps()
     print(f"btc_linear vs torch, ISA {llmpack.active_isa()}, threads {torch.get_num_threads()}, "
-          f"method {os.environ.get('LLMPACK_BTC_DOT', 'auto')}, DRAM read roof {roof:.1f} GB/s, group {GROUP}")
+          f"method {os.environ.get('LLMPACK_BTC_DOT', 'auto')}, layout {args.layout}, DRAM read roof {roof:.1f} GB/s, group {GROUP}")
     print(f"{'shape':>22} {'data':>4} {'op':>10} {'us':>9} {'min':>8} {'max':>8} {'GB/s':>6} {'%roof':>5}  "
           "speed-up vs: dense-bf16 dense-fp32 int4(W4) int8(W8) _int_mm 2:4-bf16")
     for k, n in shapes:
@@ -79,7 +95,10 @@ def main():
         v24, m24 = llmpack.sparse24_compress(W24)
         base = {"dense": (w,), "dense32": (w.float(),), "int4": (int4, sz4), "int8": (w8, s8), "int_mm": (w8.t().contiguous().t(),),
                 "2:4": (v24, m24)}
-        ours = {c: packed_btc(n, k, int(c[1:c.index("A")])) for c in configs}
+        ours = {}
+        for c in configs:
+            planes, *rest = packed_btc(n, k, bits_of(c)[0])
+            ours[c] = (planes if c.endswith("/p") else _ops.btc_to_fields(planes, bits_of(c)[0]), *rest)
         for m in ms:
             cold = m <= 16
             mk = (lambda a: Cold(lambda a=a: tuple(t.clone() for t in a), nbytes(a))) if cold else Cold.hot
@@ -97,7 +116,7 @@ def main():
                 "2:4": lambda: llmpack.sparse24_linear(x, *ops["2:4"].next()),
             }
             for c in configs:
-                wb, ab = int(c[1:c.index("A")]), int(c[c.index("A") + 1:])
+                wb, ab = bits_of(c)
                 fns[c] = lambda c=c, wb=wb, ab=ab: _ops.btc_linear(x, ops[c].next()[0], ops[c].copies[ops[c].i][1],
                                                                    None, ops[c].copies[ops[c].i][2],
                                                                    ops[c].copies[ops[c].i][3], wb, ab, GROUP)
@@ -105,7 +124,7 @@ def main():
             for c in configs:
                 t = res[c]
                 streamed = nbytes(ours[c][:3])          # planes + scales + offsets (code sums: A<16 only)
-                if not c.endswith("A16"):
+                if bits_of(c)[1] != 16:
                     streamed += nbytes(ours[c][3:])
                 gbs = streamed / t.median_s / 1e9
                 ups = " ".join(f"{res[b].median_s / t.median_s:9.2f}x" for b in BASELINES)

@@ -39,6 +39,10 @@ LLMPACK_LIBRARY(m) {
   m.def("btc_pack(Tensor codes, int wbits, int group_size) -> (Tensor planes, Tensor code_sums)");
   // Inverse of btc_pack's planes -> codes uint8 [N, in_features]; set padding bits are an error (corruption).
   m.def("btc_unpack(Tensor planes, int wbits, int in_features) -> Tensor");
+  // Planes int32 [N, k_words, wbits] <-> the CPU kernels' fields layout uint8 [N, k_words, 4 wbits]
+  // (csrc/btc/btc.h): the same bytes, each chunk's codes in 4/2/1-bit fields; btc_linear reads either on CPU.
+  m.def("btc_to_fields(Tensor planes, int wbits) -> Tensor");
+  m.def("btc_to_planes(Tensor fields, int wbits) -> Tensor");
   // Per-token activation quantizer: x [..., K] float -> (planes int32 [M, k_words(K), abits], scales fp32 [M],
   // zeros int32 [M], code_sums int32 [M, groups]); the rule is in csrc/btc/btc.h.
   m.def("btc_quantize_activations(Tensor x, int abits, int group_size, bool symmetric=False) -> "
@@ -46,8 +50,8 @@ LLMPACK_LIBRARY(m) {
   // The exact integer core (test-facing): I int32 [M, N, groups] = per-group sum of q * p over K = in_features.
   m.def("btc_matmul_int(Tensor x_planes, Tensor w_planes, int abits, int wbits, int group_size, int in_features) "
         "-> Tensor");
-  // y [..., N] = x [..., K] @ W^T + bias with W packed as (planes, scales, zeros | offsets, code_sums);
-  // x quantized per token to abits (1..8), or kept float (abits = 16: weight-only); fp32 accumulation.
+  // y [..., N] = x [..., K] @ W^T + bias with W packed as (planes, scales, zeros | offsets, code_sums)
+  // (planes may be btc_to_fields' uint8 layout on CPU); x quantized per token to abits (1..8), or kept float (abits = 16: weight-only); fp32 accumulation.
   m.def("btc_linear(Tensor x, Tensor planes, Tensor scales, Tensor? zeros, Tensor? offsets, Tensor code_sums, "
         "int wbits, int abits, int group_size, Tensor? bias=None, bool act_symmetric=False) -> Tensor");
 #if defined(LLMPACK_SIMT_EMULATION)

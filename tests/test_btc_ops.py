@@ -49,6 +49,27 @@ def test_bit_order_is_documented_one():
         assert word == 1 << (8 * (e % 4) + e // 4)
 
 
+@pytest.mark.parametrize("bits", range(1, 9))
+@pytest.mark.parametrize("k", [1, 33, 300])
+def test_fields_match_reference_and_round_trip(bits, k):
+    c = codes(5, k, bits, seed=bits * 7 + k)
+    planes = ops.btc_pack(c, bits, 32)[0]
+    fields = ops.btc_to_fields(planes, bits)
+    assert fields.dtype == torch.uint8 and fields.shape == (5, planes.shape[1], 4 * bits)
+    assert torch.equal(fields, R.pack_fields(c, bits))
+    assert torch.equal(ops.btc_to_planes(fields, bits), planes)
+
+
+def test_fields_layout_is_documented_one():
+    # W7 = a nibble field (bytes 0..15), a crumb field (16..23), a plane word (24..27).
+    c = torch.zeros(1, 32, dtype=torch.uint8)
+    c[0, 17], c[0, 9], c[0, 5] = 0x0A, 0x20, 0x40    # high nibble of byte 1; crumb s=1 j=1; plane bit 8*1+1
+    f = ops.btc_to_fields(ops.btc_pack(c, 7, 32)[0], 7)[0, 0]
+    assert int(f[1]) == 0xA0 and int(f[16 + 1]) == 0b10 << 2
+    assert int.from_bytes(bytes(f[24:28].tolist()), "little") == 1 << (8 * (5 % 4) + 5 // 4)
+    assert int(f.sum()) == 0xA0 + (0b10 << 2) + 2     # bit 9 of the plane word = bit 1 of its byte 1
+
+
 @pytest.mark.parametrize("group_size", GROUPS)
 def test_group_sums(group_size):
     c = codes(5, 300, 8, seed=3)
@@ -122,6 +143,9 @@ def test_matmul_int_ignores_activation_bits_past_k():
 # ---- linear -------------------------------------------------------------------------------
 def check_linear(x, wc, planes, scales, zeros, offsets, sums, wbits, abits, group_size, bias=None, sym=False):
     y = ops.btc_linear(x, planes, scales, zeros, offsets, sums, wbits, abits, group_size, bias, sym)
+    # The fields layout holds the same codes: the same arithmetic, the same bits.
+    fields = ops.btc_to_fields(planes, wbits)
+    assert torch.equal(ops.btc_linear(x, fields, scales, zeros, offsets, sums, wbits, abits, group_size, bias, sym), y)
     ref = R.linear(x, wc, scales, zeros, offsets, abits=abits, group_size=group_size, bias=bias, act_symmetric=sym)
     w = R.dequantize(wc, scales, zeros, offsets, group_size)
     x2 = x.reshape(-1, x.shape[-1]).double()
@@ -188,6 +212,10 @@ def test_opcheck_and_compile():
     check_op(ops.btc_linear.default, (x, planes, scales, None, offsets, sums, 4, 16, 32, torch.randn(5), False))
     check_op(ops.btc_pack.default, (wc, 4, 32))
     check_op(ops.btc_unpack.default, (planes, 4, 97))
+    check_op(ops.btc_to_fields.default, (planes, 4))
+    check_op(ops.btc_to_planes.default, (ops.btc_to_fields(planes, 4), 4))
+    check_op(ops.btc_linear.default, (x, ops.btc_to_fields(planes, 4), scales, None, offsets, sums, 4, 8, 32, None,
+                                      False))
     check_op(ops.btc_quantize_activations.default, (x, 8, 32, False))
     xp = ops.btc_quantize_activations(x, 8, 32)[0]
     check_op(ops.btc_matmul_int.default, (xp, planes, 8, 4, 32, 97))
@@ -236,6 +264,15 @@ def test_bad_inputs():
         bad = planes.clone()
         bad[2, 3, 0] |= 1 << 1    # element 4 of word 3 = input 100
         ops.btc_unpack(bad, 4, 97)
+    fields = ops.btc_to_fields(planes, 4)
+    with pytest.raises(RuntimeError, match=r"planes must be \[rows, 4, 12\] \(the fields of 3-bit codes\)"):
+        ops.btc_linear(x, fields, scales, zeros, None, sums, 3, 8, 32)
+    with pytest.raises(RuntimeError, match="btc_to_fields: planes must be int32"):
+        ops.btc_to_fields(fields, 4)
+    with pytest.raises(RuntimeError, match=r"btc_to_planes: fields must be \[rows, k_words, 12\]"):
+        ops.btc_to_planes(fields, 3)
+    with pytest.raises(RuntimeError, match="k_words a multiple of 4"):
+        ops.btc_to_fields(planes[:, :3].contiguous(), 4)
     with pytest.raises(RuntimeError, match="can overflow the int32 core"):
         big = ops.btc_pack(torch.zeros(1, 40000, dtype=torch.uint8), 8, -1)[0]
         ops.btc_matmul_int(ops.btc_quantize_activations(torch.randn(1, 40000), 8, -1)[0], big, 8, 8, -1, 40000)

@@ -111,9 +111,31 @@ def test_save_load_roundtrip(tmp_path):
         want = model(ids).logits
     llmpack.save(model, str(tmp_path))
     back = llmpack.load(str(tmp_path))
-    assert isinstance(back.model.layers[0].mlp.up_proj, QuantLinear)
+    up = back.model.layers[0].mlp.up_proj
+    assert isinstance(up, QuantLinear) and up.planes.dtype == torch.uint8   # loaded into the CPU layout
     with torch.no_grad():
         assert torch.equal(back(ids).logits, want)
+
+
+@pytest.mark.parametrize("wbits", [3, 4, 7])
+def test_cpu_holds_fields_and_state_dict_holds_planes(wbits):
+    q = QuantLinear.from_linear(linear(), wbits=wbits, abits=16, group_size=32)
+    planes = R.pack_planes(q.codes(), wbits)
+    assert q.planes.dtype == torch.uint8 and torch.equal(q.planes, R.pack_fields(q.codes(), wbits))
+    assert torch.equal(q.bit_planes(), planes)
+    sd = q.state_dict()
+    assert sd["planes"].dtype == torch.int32 and torch.equal(sd["planes"], planes)
+    # A fresh module (planes buffer) and one already in the fields layout both load planes.
+    x = torch.randn(3, 200)
+    for target in (QuantLinear(200, 24, wbits=wbits, group_size=32), q):
+        target.load_state_dict(sd)
+        assert target.planes.dtype == torch.uint8
+        assert torch.equal(target(x), q(x))
+    # Off the CPU the module holds planes again (meta stands in for a GPU here: no bytes move).
+    assert q.to("meta").planes.dtype == torch.uint8
+    back = QuantLinear(200, 24, wbits=wbits, group_size=32)
+    back._apply(lambda t: t)
+    assert back.planes.dtype == torch.uint8
 
 
 def _corrupt(folder, key_suffix, fn):

@@ -26,6 +26,17 @@
 //   bit-serial and binary-tensor-core paths do, is blind to it.
 //   K is padded to a multiple of 128 (the CUDA binary MMA's k): padding
 //   codes are 0 in weights and activations, so they add nothing to I.
+// Fields (weights only, CPU only; btc_to_fields / btc_to_planes convert):
+//   fields  uint8 [rows, k_words, 4 * bits]: the same bytes per chunk as the
+//   planes, the same chunk order, but each chunk's codes split into fields
+//   of 4, 2 and 1 bits, low bits first: bits = 4 n4 + 2 n2 + n1 (n2, n1 in
+//   {0, 1}; 8 bits: two nibble fields). Per chunk, in this order:
+//     nibble field  16 bytes: byte j holds element j (low nibble) and j + 16
+//     crumb field    8 bytes: byte j, bits 2s .. 2s+1 hold element 8s + j
+//     plane field    4 bytes: one plane word (element e at bit 8 (e % 4) + e / 4)
+//   An AVX2 unit expands a nibble field with one shift and one AND, a crumb
+//   field with one variable shift and one AND, where planes take a shift,
+//   an AND and an OR per bit: 4 bits ~12 -> ~4 cycles a chunk on Zen 3.
 // Groups: group_size 32, 64 or 128 elements (1, 2 or 4 words), or per
 // channel (group_size = -1: one group of all K). groups = ceil(K / group_size);
 // group g covers elements g*gs .. min((g+1)*gs, K) - 1 (len_g of them).
@@ -37,6 +48,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "common/hostdevice.h"
 
@@ -68,14 +80,60 @@ enum class Dtype : int { kF32 = 0, kBF16 = 1, kF16 = 2 };
 
 // The packed weight, validated by the glue (shapes, dtypes, code bits).
 struct Weight {
-  const uint32_t* planes;     // [n, kw, wbits]
+  const uint32_t* planes;     // [n, kw, wbits], or the fields' bytes (then fields = true)
   const void* scales;         // [n, groups], scale_dtype
   const uint8_t* zeros;       // [n, groups] or nullptr (then offsets)
   const void* offsets;        // [n, groups], scale_dtype, or nullptr
   const int32_t* code_sums;   // [n, groups]
   int64_t n, k, kw, wbits, group_size, groups;
   Dtype scale_dtype;
+  bool fields;                // planes holds the fields layout (CPU only)
 };
+
+// Fields of a `bits`-bit code: nibbles (bits / 4), a crumb, a plane.
+LLMPACK_HD constexpr int nibble_fields(int64_t bits) { return int(bits / 4); }
+LLMPACK_HD constexpr int crumb_fields(int64_t bits) { return int(bits % 4 / 2); }
+LLMPACK_HD constexpr int plane_fields(int64_t bits) { return int(bits % 2); }
+
+// One chunk's 32 codes (element order) <-> its fields (4 * bits bytes), host side:
+// the converters and the portable kernel read and write the layout through these.
+inline void fields_to_codes(const uint8_t* f, int64_t bits, uint8_t* q) {
+  int lo = 0;
+  for (int e = 0; e < 32; ++e) q[e] = 0;
+  for (int t = 0; t < nibble_fields(bits); ++t, lo += 4, f += 16)
+    for (int j = 0; j < 16; ++j) {
+      q[j] = uint8_t(q[j] | ((f[j] & 15) << lo));
+      q[j + 16] = uint8_t(q[j + 16] | ((f[j] >> 4) << lo));
+    }
+  if (crumb_fields(bits)) {
+    for (int e = 0; e < 32; ++e) q[e] = uint8_t(q[e] | (((f[e % 8] >> (2 * (e / 8))) & 3) << lo));
+    lo += 2, f += 8;
+  }
+  if (plane_fields(bits)) {
+    uint32_t w;
+    std::memcpy(&w, f, 4);
+    for (int e = 0; e < 32; ++e) q[e] = uint8_t(q[e] | (((w >> bit_of(e)) & 1u) << lo));
+  }
+}
+
+inline void codes_to_fields(const uint8_t* q, int64_t bits, uint8_t* f) {
+  int lo = 0;
+  for (int t = 0; t < nibble_fields(bits); ++t, lo += 4, f += 16)
+    for (int j = 0; j < 16; ++j) f[j] = uint8_t(((q[j] >> lo) & 15) | (((q[j + 16] >> lo) & 15) << 4));
+  if (crumb_fields(bits)) {
+    for (int j = 0; j < 8; ++j) {
+      int v = 0;
+      for (int s = 0; s < 4; ++s) v |= ((q[8 * s + j] >> lo) & 3) << (2 * s);
+      f[j] = uint8_t(v);
+    }
+    lo += 2, f += 8;
+  }
+  if (plane_fields(bits)) {
+    uint32_t w = 0;
+    for (int e = 0; e < 32; ++e) w |= uint32_t((q[e] >> lo) & 1) << bit_of(e);
+    std::memcpy(f, &w, 4);
+  }
+}
 
 // Per-token quantized activations (the quantizer's output, on the CPU).
 struct Acts {

@@ -32,6 +32,14 @@ inline void check_planes(const Tensor& planes, int64_t bits, int64_t k, const ch
                 k_words(k), ", ", bits, "] for K = ", k, " and ", bits, " bits, got ", shape_str(planes));
 }
 
+// fields uint8 [rows, k_words, 4 * bits] (btc_to_fields' output).
+inline void check_fields(const Tensor& fields, int64_t bits, int64_t kw, const char* op, const char* name) {
+  check_dtype(fields, {ScalarType::Byte}, op, name);
+  check_dim(fields, 3, op, name);
+  LLMPACK_CHECK(fields.size(1) == kw && fields.size(2) == 4 * bits, op, ": ", name, " must be [rows, ", kw, ", ",
+                4 * bits, "] (the fields of ", bits, "-bit codes), got ", shape_str(fields));
+}
+
 // The worst-case integer core of one group must fit int32.
 inline void check_core_range(int64_t wbits, int64_t abits, int64_t group_size, int64_t k, const char* op) {
   const int64_t len = group_size > 0 ? (group_size < k ? group_size : k) : k;
@@ -46,12 +54,17 @@ struct WeightArgs {
 };
 
 // The packed weight for inputs of K features; dense (contiguous, aligned) copies where needed.
+// `planes` may hold the fields layout (uint8) where the caller's kernels read it (CPU).
 inline WeightArgs check_weight(const Tensor& planes, const Tensor& scales, const std::optional<Tensor>& zeros,
                                const std::optional<Tensor>& offsets, const Tensor& code_sums, int64_t wbits,
-                               int64_t group_size, int64_t k, const char* op) {
+                               int64_t group_size, int64_t k, const char* op, bool fields_ok) {
   check_bits(wbits, 8, op, "wbits");
   check_group_size(group_size, op);
-  check_planes(planes, wbits, k, op, "planes");
+  const bool fields = planes.scalar_type() == ScalarType::Byte;
+  LLMPACK_CHECK(!fields || fields_ok, op, ": planes is in the fields layout (uint8), which only the CPU kernels "
+                "read; convert it with btc_to_planes first");
+  if (fields) check_fields(planes, wbits, k_words(k), op, "planes");
+  else check_planes(planes, wbits, k, op, "planes");
   const int64_t n = planes.size(0), groups = num_groups(group_size, k);
   LLMPACK_CHECK(zeros.has_value() != offsets.has_value(), op,
                 ": give exactly one of zeros (W = s (q - z)) and offsets (W = s q + m)");
@@ -81,7 +94,7 @@ inline WeightArgs check_weight(const Tensor& planes, const Tensor& scales, const
             a.zeros ? static_cast<const uint8_t*>(a.zeros->const_data_ptr()) : nullptr,
             a.offsets ? a.offsets->const_data_ptr() : nullptr,
             static_cast<const int32_t*>(a.code_sums.const_data_ptr()),
-            n, k, k_words(k), wbits, group_size, groups, dtype_of(scales.scalar_type())};
+            n, k, k_words(k), wbits, group_size, groups, dtype_of(scales.scalar_type()), fields};
   return a;
 }
 

@@ -13,6 +13,9 @@
 //   maddubs+shift  the same for 8-bit activations, p - 128 as s8, + 128 sum q;
 //   madd16       codes widened to int16 (wbits = 8 with abits >= 7).
 // Weight-only (abits = 16) expands the codes to fp32 and FMAs with x.
+// Every core reads the weight as bit planes or as fields (btc.h; template
+// parameter F): the fields layout expands in a few ops per chunk where the
+// planes take ~5 per bit, so QuantLinear holds fields on the CPU.
 // Per group the chunk sums are scaled (int -> fp32, exact below 2^24) into a
 // vector accumulator; zero-point / offset corrections come from the code
 // sums in a scalar pass per row, so the core itself is the exact integer.
@@ -62,13 +65,33 @@ inline void store_f(void* base, int64_t i, float v, Dtype dt) {
   else static_cast<uint16_t*>(base)[i] = dt == Dtype::kBF16 ? f32_to_bf16(v) : f32_to_f16(v);
 }
 
-// The 32 codes of one chunk, in element order (portable).
-template <int WB>
-inline void expand_scalar(const uint32_t* words, uint8_t* q) {
-  for (int e = 0; e < 32; ++e) {
-    uint32_t v = 0;
-    for (int i = 0; i < WB; ++i) v |= ((words[i] >> bit_of(e)) & 1u) << i;
-    q[e] = uint8_t(v);
+// The 32 codes of one chunk (planes, or fields with F), in element order (portable).
+template <int WB, bool F>
+inline void expand_scalar(const uint32_t* chunk, uint8_t* q) {
+  if constexpr (F) {
+    fields_to_codes(reinterpret_cast<const uint8_t*>(chunk), WB, q);
+  } else {
+    for (int e = 0; e < 32; ++e) {
+      uint32_t v = 0;
+      for (int i = 0; i < WB; ++i) v |= ((chunk[i] >> bit_of(e)) & 1u) << i;
+      q[e] = uint8_t(v);
+    }
+  }
+}
+
+// A chunk's plane words for the bit-serial core: the planes themselves, or
+// rebuilt from the fields into tmp.
+template <int WB, bool F>
+inline const uint32_t* chunk_planes(const uint32_t* chunk, uint32_t* tmp) {
+  if constexpr (!F) {
+    return chunk;
+  } else {
+    uint8_t q[32];
+    expand_scalar<WB, true>(chunk, q);
+    for (int i = 0; i < WB; ++i) tmp[i] = 0;
+    for (int e = 0; e < 32; ++e)
+      for (int i = 0; i < WB; ++i) tmp[i] |= uint32_t((q[e] >> i) & 1) << bit_of(e);
+    return tmp;
   }
 }
 
@@ -85,16 +108,80 @@ inline int32_t chunk_bitserial(const uint32_t* w, const uint32_t* x, int abits) 
 }
 
 #if defined(__AVX2__)
+// Fields of W bits, v[j] holding bits [jW, (j+1)W) of the codes, OR'd in pairs
+// until one is left: a tree of depth log2(WB), where Horner's q = 2q + plane
+// is a chain of 2 WB dependent steps that keeps fewer chunks in flight
+// (W4: ~10 -> ~7 cycles a chunk on Zen 3). Codes stay below 2^8, so a 16-bit
+// shift never carries a bit into the next byte.
+template <int N, int W>
+__attribute__((always_inline)) inline __m256i combine_fields(const __m256i* v) {
+  if constexpr (N == 1) {
+    return v[0];
+  } else {
+    __m256i u[(N + 1) / 2];
+    for (int j = 0; j < N / 2; ++j) u[j] = _mm256_or_si256(v[2 * j], _mm256_slli_epi16(v[2 * j + 1], W));
+    if constexpr (N % 2 == 1) u[N / 2] = v[N - 1];
+    return combine_fields<(N + 1) / 2, 2 * W>(u);
+  }
+}
+
 // Lane l shifted right by l leaves element 4l + r's bit at bit 0 of byte r.
 template <int WB>
-inline __m256i expand_avx2(const uint32_t* words) {
+__attribute__((always_inline)) inline __m256i expand_avx2(const uint32_t* words) {
   const __m256i shifts = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), ones = _mm256_set1_epi8(1);
-  __m256i q = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int(words[WB - 1])), shifts), ones);
-  for (int i = WB - 2; i >= 0; --i) {  // Horner: q = 2 q + plane i
-    const __m256i v = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int(words[i])), shifts), ones);
-    q = _mm256_or_si256(_mm256_add_epi8(q, q), v);
+  __m256i bits[WB];
+  for (int i = 0; i < WB; ++i)
+    bits[i] = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int(words[i])), shifts), ones);
+  return combine_fields<WB, 1>(bits);
+}
+
+template <int S>
+__attribute__((always_inline)) inline __m256i shl_codes(__m256i v) {  // codes < 2^8: no carry into the next byte
+  if constexpr (S == 0) return v;
+  else return _mm256_slli_epi16(v, S);
+}
+
+// The fields layout (btc.h): a nibble field is one shift and one AND, a crumb
+// field one variable 64-bit shift and one AND.
+template <int WB>
+__attribute__((always_inline)) inline __m256i expand_fields_avx2(const uint32_t* chunk) {
+  constexpr int n4 = nibble_fields(WB), n2 = crumb_fields(WB), n1 = plane_fields(WB);
+  const uint8_t* f = reinterpret_cast<const uint8_t*>(chunk);
+  auto nibbles = [](const uint8_t* b) __attribute__((always_inline)) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b));
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
+  };
+  __m256i q = _mm256_setzero_si256();
+  if constexpr (n4 >= 1) q = nibbles(f);
+  if constexpr (n4 == 2) q = _mm256_or_si256(q, shl_codes<4>(nibbles(f + 16)));
+  if constexpr (n2 == 1) {
+    int64_t u;
+    std::memcpy(&u, f + 16 * n4, 8);
+    const __m256i c = _mm256_and_si256(_mm256_srlv_epi64(_mm256_set1_epi64x(u), _mm256_setr_epi64x(0, 2, 4, 6)),
+                                       _mm256_set1_epi8(3));
+    q = _mm256_or_si256(q, shl_codes<4 * n4>(c));
+  }
+  if constexpr (n1 == 1) {
+    uint32_t w;
+    std::memcpy(&w, f + 16 * n4 + 8 * n2, 4);
+    q = _mm256_or_si256(q, shl_codes<4 * n4 + 2 * n2>(expand_avx2<1>(&w)));
   }
   return q;
+}
+
+template <int WB, bool F>
+__attribute__((always_inline)) inline __m256i expand_chunk(const uint32_t* chunk) {
+  if constexpr (F) return expand_fields_avx2<WB>(chunk);
+  else return expand_avx2<WB>(chunk);
+}
+
+// Chunk c of a row, with chunk c + 32 requested: the hardware prefetcher
+// alone left the loads waiting (W4A8 M=1 4096^2, one thread: ~1.7 -> ~1.2 ms).
+// A prefetch past the end of the buffer is harmless (it never faults).
+template <int WB, bool F>
+__attribute__((always_inline)) inline __m256i next_chunk(const uint32_t* row, int64_t c) {
+  _mm_prefetch(reinterpret_cast<const char*>(row + (c + 32) * WB), _MM_HINT_T0);
+  return expand_chunk<WB, F>(row + c * WB);
 }
 
 inline __m256i hadd16(__m256i v) { return _mm256_madd_epi16(v, _mm256_set1_epi16(1)); }
@@ -190,7 +277,7 @@ inline void finish(const LinearParams& p, int64_t t, int64_t n, float v) {
 
 // ---- integer activations ------------------------------------------------------
 // Tokens t0 .. t0 + T - 1 against weight row n: sum_g s_g I_g per token.
-template <int WB, int T, Dot D>
+template <int WB, int T, Dot D, bool F>
 __attribute__((noinline)) void int_row(const LinearParams& p, const uint32_t* xplanes, const float* srow,
                                        int64_t n, int64_t t0, float* core) {
   const Weight& w = p.w;
@@ -202,7 +289,7 @@ __attribute__((noinline)) void int_row(const LinearParams& p, const uint32_t* xp
     for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
     if (gw == 1) {  // groups of 32: one chunk per group, no inner loop
       for (int64_t c = 0; c < real_words; ++c) {
-        const __m256i q = expand_avx2<WB>(row + c * WB);
+        const __m256i q = next_chunk<WB, F>(row, c);
         const __m256 s = _mm256_broadcast_ss(srow + c);
         for (int t = 0; t < T; ++t)
           acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(chunk_dot<D>(q, p.a.codes + (t0 + t) * padded + c * 32)), s,
@@ -216,7 +303,7 @@ __attribute__((noinline)) void int_row(const LinearParams& p, const uint32_t* xp
       for (int t = 0; t < T; ++t) gi[t] = _mm256_setzero_si256();
       const int64_t c1 = std::min((g + 1) * gw, real_words);
       for (int64_t c = g * gw; c < c1; ++c) {
-        const __m256i q = expand_avx2<WB>(row + c * WB);
+        const __m256i q = next_chunk<WB, F>(row, c);
         for (int t = 0; t < T; ++t)
           gi[t] = _mm256_add_epi32(gi[t], chunk_dot<D>(q, p.a.codes + (t0 + t) * padded + c * 32));
       }
@@ -228,19 +315,20 @@ __attribute__((noinline)) void int_row(const LinearParams& p, const uint32_t* xp
   }
 #endif
   float acc[T] = {};
+  uint32_t tmp[8];
   for (int64_t g = 0; g < w.groups; ++g) {
     int32_t gi[T] = {};
     const int64_t c1 = std::min((g + 1) * gw, real_words);
     for (int64_t c = g * gw; c < c1; ++c)
       for (int t = 0; t < T; ++t)
-        gi[t] += chunk_bitserial<WB>(row + c * WB, xplanes + ((t0 + t) * w.kw + c) * p.a.abits, int(p.a.abits));
+        gi[t] += chunk_bitserial<WB>(chunk_planes<WB, F>(row + c * WB, tmp), xplanes + ((t0 + t) * w.kw + c) * p.a.abits, int(p.a.abits));
     for (int t = 0; t < T; ++t) acc[t] += float(gi[t]) * srow[g];
   }
   for (int t = 0; t < T; ++t) core[t] = acc[t];
 }
 
 // ---- weight-only (fp32 activations) -------------------------------------------
-template <int WB, int T>
+template <int WB, int T, bool F>
 __attribute__((noinline)) void float_row(const LinearParams& p, const float* srow, int64_t n, int64_t t0,
                                          float* core) {
   const Weight& w = p.w;
@@ -251,12 +339,26 @@ __attribute__((noinline)) void float_row(const LinearParams& p, const float* sro
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
   // One chunk's sum of q * x per token, as a tree (the chain per chunk is one add).
   auto chunk = [&](int64_t c, __m256* out) __attribute__((always_inline)) {
-    const __m256i q = expand_avx2<WB>(row + c * WB);
-    const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
-    const __m256 f0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
-    const __m256 f1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
-    const __m256 f2 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
-    const __m256 f3 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
+    __m256 f0, f1, f2, f3;
+    if constexpr (F && WB == 4) {
+      // One nibble field (byte j: elements j and j + 16): widen its bytes to
+      // int32 and split the nibbles there, without the 32-byte expansion.
+      _mm_prefetch(reinterpret_cast<const char*>(row + (c + 32) * WB), _MM_HINT_T0);
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + c * WB));
+      const __m256i a = _mm256_cvtepu8_epi32(v), b = _mm256_cvtepu8_epi32(_mm_srli_si128(v, 8));
+      const __m256i low = _mm256_set1_epi32(15);
+      f0 = _mm256_cvtepi32_ps(_mm256_and_si256(a, low));
+      f1 = _mm256_cvtepi32_ps(_mm256_and_si256(b, low));
+      f2 = _mm256_cvtepi32_ps(_mm256_srli_epi32(a, 4));
+      f3 = _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4));
+    } else {
+      const __m256i q = next_chunk<WB, F>(row, c);
+      const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+      f0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
+      f1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
+      f2 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+      f3 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
+    }
     for (int t = 0; t < T; ++t) {
       const float* x = p.x + (t0 + t) * padded + c * 32;
       const __m256 a = _mm256_fmadd_ps(f0, _mm256_loadu_ps(x), _mm256_mul_ps(f1, _mm256_loadu_ps(x + 8)));
@@ -290,7 +392,7 @@ __attribute__((noinline)) void float_row(const LinearParams& p, const float* sro
     float ga[T] = {};
     const int64_t c1 = std::min((g + 1) * gw, real_words);
     for (int64_t c = g * gw; c < c1; ++c) {
-      expand_scalar<WB>(row + c * WB, q);
+      expand_scalar<WB, F>(row + c * WB, q);
       for (int t = 0; t < T; ++t) {
         const float* x = p.x + (t0 + t) * padded + c * 32;
         for (int e = 0; e < 32; ++e) ga[t] += float(q[e]) * x[e];
@@ -332,7 +434,7 @@ inline Dot choose_dot(int64_t wbits, int64_t abits) {
 }
 
 // pc [m, groups]: P - zx len per token and group (see RowMeta).
-template <int WB, Dot D>
+template <int WB, Dot D, bool F>
 void int_rows(const LinearParams& p, const uint32_t* xplanes, const float* pc) {
   const int64_t G = p.w.groups;
   parallel_for(0, p.w.n, grain_for(p.w.kw * 32 * p.m), [&](int64_t n0, int64_t n1) {
@@ -347,11 +449,11 @@ void int_rows(const LinearParams& p, const uint32_t* xplanes, const float* pc) {
       };
       int64_t t = 0;
       for (; t + 4 <= p.m; t += 4) {
-        int_row<WB, 4, D>(p, xplanes, r.s.data(), n, t, core);
+        int_row<WB, 4, D, F>(p, xplanes, r.s.data(), n, t, core);
         for (int i = 0; i < 4; ++i) done(t + i, core[i]);
       }
       for (; t < p.m; ++t) {
-        int_row<WB, 1, D>(p, xplanes, r.s.data(), n, t, core);
+        int_row<WB, 1, D, F>(p, xplanes, r.s.data(), n, t, core);
         done(t, core[0]);
       }
     }
@@ -359,7 +461,7 @@ void int_rows(const LinearParams& p, const uint32_t* xplanes, const float* pc) {
 }
 
 // xsums [m, groups]: each token's sum of x over each group.
-template <int WB>
+template <int WB, bool F>
 void float_rows(const LinearParams& p, const float* xsums) {
   const int64_t G = p.w.groups;
   parallel_for(0, p.w.n, grain_for(p.w.kw * 32 * p.m), [&](int64_t n0, int64_t n1) {
@@ -369,28 +471,28 @@ void float_rows(const LinearParams& p, const float* xsums) {
       load_row_meta(p.w, n, false, r);
       int64_t t = 0;
       for (; t + 4 <= p.m; t += 4) {
-        float_row<WB, 4>(p, r.s.data(), n, t, core);
+        float_row<WB, 4, F>(p, r.s.data(), n, t, core);
         for (int i = 0; i < 4; ++i) finish(p, t + i, n, core[i] + dot_f32(r.m.data(), xsums + (t + i) * G, G));
       }
       for (; t < p.m; ++t) {
-        float_row<WB, 1>(p, r.s.data(), n, t, core);
+        float_row<WB, 1, F>(p, r.s.data(), n, t, core);
         finish(p, t, n, core[0] + dot_f32(r.m.data(), xsums + t * G, G));
       }
     }
   });
 }
 
-template <int WB>
+template <int WB, bool F>
 void int_dispatch(const LinearParams& p, const uint32_t* xplanes, const float* pc, Dot d) {
   switch (d) {
-    case Dot::kBitSerial: return int_rows<WB, Dot::kBitSerial>(p, xplanes, pc);
+    case Dot::kBitSerial: return int_rows<WB, Dot::kBitSerial, F>(p, xplanes, pc);
 #if defined(__AVX2__)
-    case Dot::kMaddubs: return int_rows<WB, Dot::kMaddubs>(p, xplanes, pc);
-    case Dot::kMaddubsShift: return int_rows<WB, Dot::kMaddubsShift>(p, xplanes, pc);
-    case Dot::kShifted: return int_rows<WB, Dot::kShifted>(p, xplanes, pc);
-    case Dot::kMadd16: return int_rows<WB, Dot::kMadd16>(p, xplanes, pc);
+    case Dot::kMaddubs: return int_rows<WB, Dot::kMaddubs, F>(p, xplanes, pc);
+    case Dot::kMaddubsShift: return int_rows<WB, Dot::kMaddubsShift, F>(p, xplanes, pc);
+    case Dot::kShifted: return int_rows<WB, Dot::kShifted, F>(p, xplanes, pc);
+    case Dot::kMadd16: return int_rows<WB, Dot::kMadd16, F>(p, xplanes, pc);
 #else
-    default: return int_rows<WB, Dot::kBitSerial>(p, xplanes, pc);
+    default: return int_rows<WB, Dot::kBitSerial, F>(p, xplanes, pc);
 #endif
   }
 }
@@ -408,7 +510,7 @@ void linear_wb(const LinearParams& p) {
         for (int64_t i = 0; i < len; ++i) s += p.x[t * padded + k0 + i];
         xsums[t * p.w.groups + g] = s;
       }
-    return float_rows<WB>(p, xsums.data());
+    return p.w.fields ? float_rows<WB, true>(p, xsums.data()) : float_rows<WB, false>(p, xsums.data());
   }
   // Planes of the activations, for the bit-serial method (rebuilt from the codes).
   std::vector<uint32_t> xplanes;
@@ -434,9 +536,11 @@ void linear_wb(const LinearParams& p) {
     for (size_t i = 0; i < shifted.size(); ++i) shifted[i] = p.a.codes[i] ^ 0x80;
     LinearParams q = p;
     q.a.codes = shifted.data();
-    return int_dispatch<WB>(q, xplanes.data(), pc.data(), Dot::kShifted);
+    return p.w.fields ? int_dispatch<WB, true>(q, xplanes.data(), pc.data(), Dot::kShifted)
+                      : int_dispatch<WB, false>(q, xplanes.data(), pc.data(), Dot::kShifted);
   }
-  int_dispatch<WB>(p, xplanes.data(), pc.data(), d);
+  if (p.w.fields) int_dispatch<WB, true>(p, xplanes.data(), pc.data(), d);
+  else int_dispatch<WB, false>(p, xplanes.data(), pc.data(), d);
 }
 
 void linear(const LinearParams& p) {

@@ -90,7 +90,7 @@ Tensor btc_linear_cuda(Tensor x, Tensor planes, Tensor scales, std::optional<Ten
   check_linear_x(x, planes, bias, abits, act_symmetric, op);
   const int64_t k = x.size(x.dim() - 1);
   LLMPACK_CHECK(k >= 1, op, ": x must have at least one feature");
-  const WeightArgs w = check_weight(planes, scales, zeros, offsets, code_sums, wbits, group_size, k, op);
+  const WeightArgs w = check_weight(planes, scales, zeros, offsets, code_sums, wbits, group_size, k, op, false);
   if (abits < 16) check_core_range(wbits, abits, group_size, k, op);
   const Flat f = flatten_x(x, w.view.n);
   const int64_t m = f.m, n = w.view.n;

@@ -101,6 +101,52 @@ Tensor btc_unpack_cpu(Tensor planes_in, int64_t wbits, int64_t k) {
   return codes;
 }
 
+// planes int32 [rows, kw, bits] <-> fields uint8 [rows, kw, 4 bits], chunk by chunk
+// (a bijection: padding stays 0, and every byte of one layout has one home in the other).
+Tensor btc_convert_cpu(const Tensor& in_, int64_t bits, bool to_fields, const char* op) {
+  const char* name = to_fields ? "planes" : "fields";
+  LLMPACK_CHECK(in_.is_cpu(), op, ": ", name, " must be a CPU tensor (the fields layout is the CPU kernels')");
+  check_bits(bits, 8, op, "wbits");
+  check_dtype(in_, {to_fields ? ScalarType::Int : ScalarType::Byte}, op, name);
+  check_dim(in_, 3, op, name);
+  const int64_t rows = in_.size(0), kw = in_.size(1), per = to_fields ? bits : 4 * bits;
+  LLMPACK_CHECK(in_.size(2) == per && kw % kKAlignWords == 0, op, ": ", name, " must be [rows, k_words, ", per,
+                "] with k_words a multiple of ", kKAlignWords, " for ", bits, "-bit codes, got ", shape_str(in_));
+  const Tensor in = dense(in_);
+  Tensor out = to_fields ? new_empty(in, {rows, kw, 4 * bits}, ScalarType::Byte)
+                         : new_empty(in, {rows, kw, bits}, ScalarType::Int);
+  const uint8_t* src = static_cast<const uint8_t*>(in.const_data_ptr());
+  uint8_t* dst = static_cast<uint8_t*>(out.mutable_data_ptr());
+  const int64_t chunk_bytes = 4 * bits;  // both layouts
+  parallel_for(0, rows * kw, 256, [&](int64_t b, int64_t e) {
+    uint8_t q[32];
+    for (int64_t c = b; c < e; ++c) {
+      const uint8_t* from = src + c * chunk_bytes;
+      uint8_t* to = dst + c * chunk_bytes;
+      if (to_fields) {
+        uint32_t w[8];
+        std::memcpy(w, from, size_t(chunk_bytes));
+        for (int i = 0; i < 32; ++i) {
+          uint32_t v = 0;
+          for (int64_t j = 0; j < bits; ++j) v |= ((w[j] >> bit_of(i)) & 1u) << j;
+          q[i] = uint8_t(v);
+        }
+        codes_to_fields(q, bits, to);
+      } else {
+        fields_to_codes(from, bits, q);
+        uint32_t w[8] = {};
+        for (int i = 0; i < 32; ++i)
+          for (int64_t j = 0; j < bits; ++j) w[j] |= uint32_t((q[i] >> j) & 1) << bit_of(i);
+        std::memcpy(to, w, size_t(chunk_bytes));
+      }
+    }
+  });
+  return out;
+}
+
+Tensor btc_to_fields_cpu(Tensor planes, int64_t wbits) { return btc_convert_cpu(planes, wbits, true, "btc_to_fields"); }
+Tensor btc_to_planes_cpu(Tensor fields, int64_t wbits) { return btc_convert_cpu(fields, wbits, false, "btc_to_planes"); }
+
 std::tuple<Tensor, Tensor, Tensor, Tensor> btc_quantize_activations_cpu(Tensor x, int64_t abits, int64_t group_size,
                                                                         bool symmetric) {
   constexpr const char* op = "btc_quantize_activations";
@@ -161,7 +207,7 @@ Tensor btc_linear_cpu(Tensor x, Tensor planes, Tensor scales, std::optional<Tens
   check_linear_x(x, planes, bias, abits, act_symmetric, op);
   const int64_t k = x.size(x.dim() - 1);
   LLMPACK_CHECK(k >= 1, op, ": x must have at least one feature");
-  const WeightArgs w = check_weight(planes, scales, zeros, offsets, code_sums, wbits, group_size, k, op);
+  const WeightArgs w = check_weight(planes, scales, zeros, offsets, code_sums, wbits, group_size, k, op, true);
   if (abits < 16) check_core_range(wbits, abits, group_size, k, op);
   const Flat f = flatten_x(x, w.view.n);
   const int64_t m = f.m, n = w.view.n, kw = w.view.kw, groups = w.view.groups;
@@ -199,6 +245,8 @@ Tensor btc_linear_cpu(Tensor x, Tensor planes, Tensor scales, std::optional<Tens
 LLMPACK_CPU_IMPL(m) {
   m.impl("btc_pack", TORCH_BOX(&llmpack::btc::btc_pack_cpu));
   m.impl("btc_unpack", TORCH_BOX(&llmpack::btc::btc_unpack_cpu));
+  m.impl("btc_to_fields", TORCH_BOX(&llmpack::btc::btc_to_fields_cpu));
+  m.impl("btc_to_planes", TORCH_BOX(&llmpack::btc::btc_to_planes_cpu));
   m.impl("btc_quantize_activations", TORCH_BOX(&llmpack::btc::btc_quantize_activations_cpu));
   m.impl("btc_matmul_int", TORCH_BOX(&llmpack::btc::btc_matmul_int_cpu));
   m.impl("btc_linear", TORCH_BOX(&llmpack::btc::btc_linear_cpu));

@@ -186,6 +186,16 @@ def _(planes, wbits, in_features):
     return planes.new_empty(planes.shape[0], in_features, dtype=torch.uint8)
 
 
+@torch.library.register_fake("llmpack::btc_to_fields")
+def _(planes, wbits):
+    return planes.new_empty(planes.shape[0], planes.shape[1], 4 * wbits, dtype=torch.uint8)
+
+
+@torch.library.register_fake("llmpack::btc_to_planes")
+def _(fields, wbits):
+    return fields.new_empty(fields.shape[0], fields.shape[1], wbits, dtype=torch.int32)
+
+
 @torch.library.register_fake("llmpack::btc_quantize_activations")
 def _(x, abits, group_size, symmetric=False):
     k = x.shape[-1]
@@ -216,6 +226,17 @@ def btc_pack(codes: torch.Tensor, wbits: int, group_size: int) -> tuple[torch.Te
 def btc_unpack(planes: torch.Tensor, wbits: int, in_features: int) -> torch.Tensor:
     """Inverse of :func:`btc_pack`'s planes -> codes uint8 ``[N, in_features]``."""
     return _ops.btc_unpack(planes, wbits, in_features)
+
+
+def btc_to_fields(planes: torch.Tensor, wbits: int) -> torch.Tensor:
+    """Planes int32 ``[N, k_words, wbits]`` -> the CPU kernels' fields layout uint8
+    ``[N, k_words, 4 * wbits]`` (same bytes; csrc/btc/btc.h). ``btc_linear`` reads either on CPU."""
+    return _ops.btc_to_fields(planes, wbits)
+
+
+def btc_to_planes(fields: torch.Tensor, wbits: int) -> torch.Tensor:
+    """Inverse of :func:`btc_to_fields`."""
+    return _ops.btc_to_planes(fields, wbits)
 
 
 def btc_quantize_activations(x: torch.Tensor, abits: int, group_size: int, symmetric: bool = False):

@@ -1,7 +1,11 @@
 """QuantLinear: an nn.Linear whose weight is held as BTC bit planes (1..8 bits,
 per-group scales and zero points or float offsets), multiplied by the
 ``btc_linear`` op with float activations (``abits=16``, weight-only) or with
-activations quantized per token to 1..8 bits. Layout: csrc/btc/btc.h."""
+activations quantized per token to 1..8 bits. Layout: csrc/btc/btc.h.
+
+On the CPU the ``planes`` buffer holds the same bytes in the fields layout
+(uint8, ``btc_to_fields``), which the CPU kernels expand several times
+faster; the state_dict, checkpoints and every other device see bit planes."""
 from __future__ import annotations
 
 import torch
@@ -87,6 +91,7 @@ class QuantLinear(nn.Module):
             mod.offsets = offsets.detach().to(scales.dtype).clone()
         if bias is not None:
             mod.bias.data = bias.detach().to(dtype).clone()
+        mod._hold_native_layout()
         return mod
 
     @classmethod
@@ -100,9 +105,43 @@ class QuantLinear(nn.Module):
         return cls.from_codes(codes, scales, zeros, wbits=wbits, group_size=group_size, bias=linear.bias,
                               abits=abits, act_symmetric=act_symmetric, dtype=linear.weight.dtype)
 
+    # ---- the two layouts of the codes ---------------------------------------------
+    def bit_planes(self) -> torch.Tensor:
+        """The codes as bit planes int32 ``[out, k_words, wbits]``, whichever layout is held."""
+        if self.planes.dtype == torch.uint8:
+            return _ops.btc_to_planes(self.planes.cpu(), self.wbits).to(self.planes.device)
+        return self.planes
+
+    def _hold_native_layout(self):
+        """Fields on the CPU, planes elsewhere (the CUDA kernel reads planes only)."""
+        cpu = self.planes.device.type == "cpu"
+        if cpu and self.planes.dtype == torch.int32:
+            self.planes = _ops.btc_to_fields(self.planes, self.wbits)
+        elif not cpu and self.planes.dtype == torch.uint8 and self.planes.device.type != "meta":
+            self.planes = self.bit_planes()
+
+    def _apply(self, fn, *args, **kwargs):
+        out = super()._apply(fn, *args, **kwargs)
+        self._hold_native_layout()
+        return out
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self.planes.dtype == torch.uint8:
+            destination[prefix + "planes"] = self.bit_planes()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints hold planes: load them over a planes buffer, then convert
+        # (a state_dict without them, as a converter's partial load, leaves the buffer alone).
+        if self.planes.dtype == torch.uint8 and prefix + "planes" in state_dict:
+            self.planes = torch.empty(self.planes.shape[0], self.planes.shape[1], self.wbits, dtype=torch.int32,
+                                      device=self.planes.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._hold_native_layout()
+
     # ---- use --------------------------------------------------------------------
     def codes(self) -> torch.Tensor:
-        return _ops.btc_unpack(self.planes.cpu(), self.wbits, self.in_features)
+        return _ops.btc_unpack(self.bit_planes().cpu(), self.wbits, self.in_features)
 
     def dense_weight(self) -> torch.Tensor:
         """The weight the kernel multiplies by, ``[out, in]`` in the module's dtype (fp32 math)."""

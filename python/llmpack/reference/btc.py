@@ -58,6 +58,28 @@ def unpack_planes(planes: torch.Tensor, bits: int, k: int) -> torch.Tensor:
     return codes.reshape(rows, -1)[:, :k].to(torch.uint8)
 
 
+def pack_fields(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """Codes ``[R, K]`` -> the fields layout uint8 ``[R, k_words(K), 4 * bits]`` (btc.h): per
+    32-element chunk, nibble fields (byte j: element j low, j + 16 high), then a crumb field
+    (byte j, bits 2s..2s+1: element 8s + j), then a plane word, low code bits first."""
+    rows, k = codes.shape
+    c = _padded(codes).view(rows, -1, WORD_BITS)                         # [R, W, 32]
+    parts, lo = [], 0
+    for _ in range(bits // 4):
+        f = (c >> lo) & 15
+        parts.append(f[..., :16] | (f[..., 16:] << 4))
+        lo += 4
+    if bits % 4 >= 2:
+        f = ((c >> lo) & 3).view(rows, -1, 4, 8)                         # [R, W, s, j] = element 8s + j
+        parts.append((f << (2 * torch.arange(4).view(4, 1))).sum(-2))
+        lo += 2
+    if bits % 2:
+        shifts = bit_of(torch.arange(WORD_BITS)).to(torch.int64)
+        word = (((c >> lo) & 1) << shifts).sum(-1, keepdim=True)        # [R, W, 1]
+        parts.append((word >> (8 * torch.arange(4))) & 255)              # little-endian bytes
+    return torch.cat(parts, -1).to(torch.uint8)
+
+
 def group_sums(codes: torch.Tensor, group_size: int) -> torch.Tensor:
     """Per-(row, group) sums of the codes, int32 ``[R, groups]``."""
     rows, k = codes.shape

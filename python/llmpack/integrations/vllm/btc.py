@@ -51,6 +51,9 @@ class BtcLinearMethod(LinearMethodBase):
         for name in ("planes", "scales", "zeros", "offsets", "code_sums"):
             if hasattr(layer, name):
                 setattr(layer, name, torch.nn.Parameter(getattr(layer, name).data.contiguous(), requires_grad=False))
+        if layer.planes.device.type == "cpu":  # the CPU kernels' faster layout, same bytes (QuantLinear does the same)
+            layer.planes = torch.nn.Parameter(_ops.btc_to_fields(layer.planes.data, layer.llmpack_btc["wbits"]),
+                                              requires_grad=False)
 
     def apply(self, layer, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         s = layer.llmpack_btc
