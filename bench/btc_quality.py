@@ -114,6 +114,11 @@ def main(argv=None):
             for prm in mb.parameters():   # the dense parts; QuantLinear's packed buffers stay as they are
                 prm.data = prm.data.to(torch.bfloat16)
             models[name + " (bf16 acts)"] = mb
+            mp = copy.deepcopy(mb)
+            for q in mp.modules():   # the bit planes as stored, not the CPU's fields layout
+                if isinstance(q, llmpack.QuantLinear):
+                    q.planes = q.bit_planes()
+            models[name + " (bf16 acts, planes)"] = mp
         for rnd in range(3):   # interleaved rounds: the VM drifts
             for name, m in models.items():
                 tps = greedy_tokens_per_s(m, tok, prompt, new_tokens=64)

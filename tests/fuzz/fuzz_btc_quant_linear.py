@@ -1,7 +1,7 @@
 """Fuzz target: a QuantLinear (BTC bit planes, scales, zero points or
 offsets, code sums) whose packed tensors come from the fuzzer, as from an
-untrusted checkpoint: validate_loaded, then btc_linear / btc_unpack /
-btc_matmul_int on what passed. Oracle: a clear error naming the tensor, or
+untrusted checkpoint: validate_loaded, then btc_linear (on the planes and on
+their fields layout) / btc_unpack / btc_to_fields / btc_matmul_int on what passed. Oracle: a clear error naming the tensor, or
 the reference's result on the same bytes (exact for the integer core and the
 codes, data-scaled for the float path)."""
 from __future__ import annotations
@@ -63,6 +63,11 @@ def TestOneInput(data: bytes):
     want = ref.linear(x, codes, mod.scales, mod.zeros, mod.offsets, abits=abits, group_size=gs)
     scale = (x.abs().double() @ ref.dequantize(codes, mod.scales, mod.zeros, mod.offsets, gs).abs().T).max()
     assert ((y.double() - want.double()).abs() <= 1e-4 * scale + 1e-6).all(), "btc_linear differs from the reference"
+    fields = _ops.btc_to_fields(mod.planes, wb)
+    assert torch.equal(fields, ref.pack_fields(codes, wb)), "btc_to_fields differs from the reference"
+    assert torch.equal(_ops.btc_to_planes(fields, wb), mod.planes), "btc_to_planes does not invert btc_to_fields"
+    y_fields = _ops.btc_linear(x, fields, mod.scales, mod.zeros, mod.offsets, mod.code_sums, wb, abits, gs)
+    assert torch.equal(y_fields, y), "btc_linear on the fields layout differs from the planes"
     if abits != 16:
         xc, _, _ = ref.quantize_activations(x, abits)
         got = _ops.btc_matmul_int(ref.pack_planes(xc, abits), mod.planes, abits, wb, gs, k)
