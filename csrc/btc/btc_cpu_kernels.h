@@ -226,21 +226,9 @@ struct RowMeta {
 };
 
 inline void widen_row(const void* base, int64_t off, int64_t n, Dtype dt, float* out) {
-  int64_t i = 0;
-#if defined(__AVX2__)
-  if (dt == Dtype::kF16) {
-    for (; i + 8 <= n; i += 8)
-      _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(
-                                    reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + off + i))));
-  } else if (dt == Dtype::kBF16) {
-    for (; i + 8 <= n; i += 8) {
-      const __m256i h = _mm256_cvtepu16_epi32(
-          _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + off + i)));
-      _mm256_storeu_ps(out + i, _mm256_castsi256_ps(_mm256_slli_epi32(h, 16)));
-    }
-  }
-#endif
-  for (; i < n; ++i) out[i] = load_f(base, off + i, dt);
+  if (dt == Dtype::kF32) std::memcpy(out, static_cast<const float*>(base) + off, size_t(n) * sizeof(float));
+  else if (dt == Dtype::kBF16) widen_bf16(static_cast<const uint16_t*>(base) + off, n, out);
+  else widen_f16(static_cast<const uint16_t*>(base) + off, n, out);
 }
 
 inline void load_row_meta(const Weight& w, int64_t n, bool with_q, RowMeta& r) {
@@ -253,21 +241,6 @@ inline void load_row_meta(const Weight& w, int64_t n, bool with_q, RowMeta& r) {
   }
   if (with_q)
     for (int64_t g = 0; g < G; ++g) r.q[size_t(g)] = float(w.code_sums[off + g]);
-}
-
-inline float dot_f32(const float* a, const float* b, int64_t n) {
-  int64_t i = 0;
-  float s = 0.f;
-#if defined(__AVX2__)
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  for (; i + 16 <= n; i += 16) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
-  }
-  s = hsum256(_mm256_add_ps(acc0, acc1));
-#endif
-  for (; i < n; ++i) s += a[i] * b[i];
-  return s;
 }
 
 inline void finish(const LinearParams& p, int64_t t, int64_t n, float v) {

@@ -33,23 +33,8 @@ namespace {
 inline const float* widen(const void* base, int64_t row, int64_t d, Dtype dt, float* buf) {
   if (dt == Dtype::kF32) return static_cast<const float*>(base) + row * d;
   const uint16_t* h = static_cast<const uint16_t*>(base) + row * d;
-  if (dt == Dtype::kBF16) {
-    int64_t i = 0;
-#if defined(__AVX2__)
-    for (; i + 8 <= d; i += 8) {  // bf16 -> fp32 is a 16-bit shift into the high half
-      const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i)));
-      _mm256_storeu_ps(buf + i, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
-    }
-#endif
-    for (; i < d; ++i) buf[i] = bf16_to_f32(h[i]);
-    return buf;
-  }
-  int64_t i = 0;
-#if defined(__F16C__)
-  for (; i + 8 <= d; i += 8)
-    _mm256_storeu_ps(buf + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))));
-#endif
-  for (; i < d; ++i) buf[i] = f16_to_f32(h[i]);
+  if (dt == Dtype::kBF16) widen_bf16(h, d, buf);
+  else widen_f16(h, d, buf);
   return buf;
 }
 
@@ -63,37 +48,7 @@ inline void narrow(const float* x, int64_t d, Dtype dt, void* base, int64_t row)
 }
 
 
-// Float sums are not reassociated by the compiler, so the dot product is
-// written with independent vector accumulators.
-inline float dot(const float* a, const float* b, int64_t d) {
-  int64_t i = 0;
-  float s = 0.f;
-#if defined(__AVX512F__)
-  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-  for (; i + 32 <= d; i += 32) {
-    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), a0);
-    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), a1);
-  }
-  for (; i + 16 <= d; i += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), a0);
-  const __m512 t = _mm512_add_ps(a0, a1);  // (not _mm512_reduce_add_ps: GCC 12 warns on its undefined lanes)
-  s = hsum256(_mm256_add_ps(_mm512_castps512_ps256(t), _mm512_extractf32x8_ps(t, 1)));
-#elif defined(__AVX2__)
-  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-  for (; i + 16 <= d; i += 16) {
-    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), a0);
-    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), a1);
-  }
-  for (; i + 8 <= d; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), a0);
-  s = hsum256(_mm256_add_ps(a0, a1));
-#else
-  float p[4] = {0.f, 0.f, 0.f, 0.f};
-  for (; i + 4 <= d; i += 4)
-    for (int j = 0; j < 4; ++j) p[j] += a[i + j] * b[i + j];
-  s = (p[0] + p[1]) + (p[2] + p[3]);
-#endif
-  for (; i < d; ++i) s += a[i] * b[i];
-  return s;
-}
+inline float dot(const float* a, const float* b, int64_t d) { return dot_f32(a, b, d); }
 
 // One split of one (sequence, kv-head): slots [t0, t1). Writes, per query
 // head g of the group, the split's max logit m[g], sum of exp(logit - m[g])
