@@ -175,12 +175,18 @@ __attribute__((always_inline)) inline __m256i expand_chunk(const uint32_t* chunk
   else return expand_avx2<WB>(chunk);
 }
 
-// Chunk c of a row, with chunk c + 32 requested: the hardware prefetcher
-// alone left the loads waiting (W4A8 M=1 4096^2, one thread: ~1.7 -> ~1.2 ms).
-// A prefetch past the end of the buffer is harmless (it never faults).
+// Requests chunk c + 32 of a row: the hardware prefetcher alone left the
+// loads waiting (W4A8 M=1 4096^2, one thread: ~1.7 -> ~1.2 ms). A prefetch
+// past the end of the buffer is harmless (it never faults).
+template <int WB>
+__attribute__((always_inline)) inline void prefetch_ahead(const uint32_t* row, int64_t c) {
+  _mm_prefetch(reinterpret_cast<const char*>(row + (c + 32) * WB), _MM_HINT_T0);
+}
+
+// Chunk c of a row, expanded, with the one 32 ahead requested.
 template <int WB, bool F>
 __attribute__((always_inline)) inline __m256i next_chunk(const uint32_t* row, int64_t c) {
-  _mm_prefetch(reinterpret_cast<const char*>(row + (c + 32) * WB), _MM_HINT_T0);
+  prefetch_ahead<WB>(row, c);
   return expand_chunk<WB, F>(row + c * WB);
 }
 
@@ -292,9 +298,11 @@ __attribute__((noinline)) void int_row(const LinearParams& p, const uint32_t* xp
   for (int64_t g = 0; g < w.groups; ++g) {
     int32_t gi[T] = {};
     const int64_t c1 = std::min((g + 1) * gw, real_words);
-    for (int64_t c = g * gw; c < c1; ++c)
+    for (int64_t c = g * gw; c < c1; ++c) {
+      const uint32_t* words = chunk_planes<WB, F>(row + c * WB, tmp);  // once per chunk, not per token
       for (int t = 0; t < T; ++t)
-        gi[t] += chunk_bitserial<WB>(chunk_planes<WB, F>(row + c * WB, tmp), xplanes + ((t0 + t) * w.kw + c) * p.a.abits, int(p.a.abits));
+        gi[t] += chunk_bitserial<WB>(words, xplanes + ((t0 + t) * w.kw + c) * p.a.abits, int(p.a.abits));
+    }
     for (int t = 0; t < T; ++t) acc[t] += float(gi[t]) * srow[g];
   }
   for (int t = 0; t < T; ++t) core[t] = acc[t];
@@ -316,7 +324,7 @@ __attribute__((noinline)) void float_row(const LinearParams& p, const float* sro
     if constexpr (F && WB == 4) {
       // One nibble field (byte j: elements j and j + 16): widen its bytes to
       // int32 and split the nibbles there, without the 32-byte expansion.
-      _mm_prefetch(reinterpret_cast<const char*>(row + (c + 32) * WB), _MM_HINT_T0);
+      prefetch_ahead<WB>(row, c);
       const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + c * WB));
       const __m256i a = _mm256_cvtepu8_epi32(v), b = _mm256_cvtepu8_epi32(_mm_srli_si128(v, 8));
       const __m256i low = _mm256_set1_epi32(15);
