@@ -136,6 +136,23 @@ def test_bad_offsets_and_truncated_stream(parts):
         _ops.df11_decode(lengths, stream, offsets.to(torch.int64), sm)
 
 
+def test_large_outputs_take_the_streaming_stores(isa):
+    """Outputs of >= 16 MiB are written with cache-bypassing stores: odd tail,
+    an output 2 bytes off 32-byte alignment, and a corrupted chunk named."""
+    n = (16 << 20) // 2 + 2048 * 3 + 5
+    w = weights(n, seed=11)
+    c = df11.compress(w)
+    buf = torch.full((n + 1,), float("nan"), dtype=torch.bfloat16)
+    out = buf[1:]
+    assert df11.decompress(c, out=out) is out and torch.equal(bits(out), bits(w))
+    assert torch.isnan(buf[0])
+    lengths, stream, offsets, sm = _ops.df11_encode(w)
+    o = offsets.to(torch.int64)
+    o[4001] = o[4000] + 1
+    with pytest.raises(RuntimeError, match="corrupted stream in chunk 4000"):
+        _ops.df11_decode(lengths, stream, o.to(torch.uint32), sm)
+
+
 def test_corrupted_bits_name_the_chunk(isa, parts):
     """Chunk 2 squeezed to one byte: its 2048 codes cannot fit (chunk 3 then
     starts inside chunk 2's real bytes; the first bad one is named)."""

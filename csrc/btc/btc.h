@@ -90,6 +90,24 @@ struct Weight {
   bool fields;                // planes holds the fields layout (CPU only)
 };
 
+// One chunk's 32 codes (element order) <-> its `bits` plane words: the one
+// place the planes' bit order is applied on the host (packer, converters,
+// the portable kernels and the activation quantizer all go through these).
+inline void planes_to_codes(const uint32_t* w, int64_t bits, uint8_t* q) {
+  for (int e = 0; e < 32; ++e) {
+    uint32_t v = 0;
+    for (int64_t i = 0; i < bits; ++i) v |= ((w[i] >> bit_of(e)) & 1u) << i;
+    q[e] = uint8_t(v);
+  }
+}
+inline void codes_to_planes(const uint8_t* q, int64_t bits, uint32_t* w) {
+  for (int64_t i = 0; i < bits; ++i) {
+    uint32_t v = 0;
+    for (int e = 0; e < 32; ++e) v |= uint32_t((q[e] >> i) & 1) << bit_of(e);
+    w[i] = v;
+  }
+}
+
 // Fields of a `bits`-bit code: nibbles (bits / 4), a crumb, a plane.
 LLMPACK_HD constexpr int nibble_fields(int64_t bits) { return int(bits / 4); }
 LLMPACK_HD constexpr int crumb_fields(int64_t bits) { return int(bits % 4 / 2); }
@@ -111,8 +129,10 @@ inline void fields_to_codes(const uint8_t* f, int64_t bits, uint8_t* q) {
   }
   if (plane_fields(bits)) {
     uint32_t w;
+    uint8_t b[32];
     std::memcpy(&w, f, 4);
-    for (int e = 0; e < 32; ++e) q[e] = uint8_t(q[e] | (((w >> bit_of(e)) & 1u) << lo));
+    planes_to_codes(&w, 1, b);
+    for (int e = 0; e < 32; ++e) q[e] = uint8_t(q[e] | (b[e] << lo));
   }
 }
 
@@ -129,8 +149,10 @@ inline void codes_to_fields(const uint8_t* q, int64_t bits, uint8_t* f) {
     lo += 2, f += 8;
   }
   if (plane_fields(bits)) {
-    uint32_t w = 0;
-    for (int e = 0; e < 32; ++e) w |= uint32_t((q[e] >> lo) & 1) << bit_of(e);
+    uint32_t w;
+    uint8_t b[32];
+    for (int e = 0; e < 32; ++e) b[e] = uint8_t(q[e] >> lo);
+    codes_to_planes(b, 1, &w);
     std::memcpy(f, &w, 4);
   }
 }

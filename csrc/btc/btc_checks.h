@@ -47,6 +47,26 @@ inline void check_core_range(int64_t wbits, int64_t abits, int64_t group_size, i
                 " can overflow the int32 core; use a smaller group_size");
 }
 
+// btc_matmul_int's arguments on either device: dense planes and the core's sizes.
+struct IntArgs {
+  Tensor x_planes, w_planes;
+  int64_t m, n, kw, groups;
+};
+inline IntArgs check_matmul_int(const Tensor& x_planes, const Tensor& w_planes, int64_t abits, int64_t wbits,
+                                int64_t group_size, int64_t k, const char* op) {
+  check_bits(abits, 8, op, "abits");
+  check_bits(wbits, 8, op, "wbits");
+  check_group_size(group_size, op);
+  LLMPACK_CHECK(k >= 1, op, ": in_features must be positive, got ", k);
+  check_planes(x_planes, abits, k, op, "x_planes");
+  check_planes(w_planes, wbits, k, op, "w_planes");
+  check_same_device(x_planes, w_planes, op, "x_planes", "w_planes");
+  check_core_range(wbits, abits, group_size, k, op);
+  IntArgs a{dense(x_planes), dense(w_planes), 0, 0, k_words(k), num_groups(group_size, k)};
+  a.m = a.x_planes.size(0), a.n = a.w_planes.size(0);
+  return a;
+}
+
 struct WeightArgs {
   Tensor planes, scales, code_sums;
   std::optional<Tensor> zeros, offsets;

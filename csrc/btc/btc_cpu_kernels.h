@@ -71,11 +71,7 @@ inline void expand_scalar(const uint32_t* chunk, uint8_t* q) {
   if constexpr (F) {
     fields_to_codes(reinterpret_cast<const uint8_t*>(chunk), WB, q);
   } else {
-    for (int e = 0; e < 32; ++e) {
-      uint32_t v = 0;
-      for (int i = 0; i < WB; ++i) v |= ((chunk[i] >> bit_of(e)) & 1u) << i;
-      q[e] = uint8_t(v);
-    }
+    planes_to_codes(chunk, WB, q);
   }
 }
 
@@ -88,9 +84,7 @@ inline const uint32_t* chunk_planes(const uint32_t* chunk, uint32_t* tmp) {
   } else {
     uint8_t q[32];
     expand_scalar<WB, true>(chunk, q);
-    for (int i = 0; i < WB; ++i) tmp[i] = 0;
-    for (int e = 0; e < 32; ++e)
-      for (int i = 0; i < WB; ++i) tmp[i] |= uint32_t((q[e] >> i) & 1) << bit_of(e);
+    codes_to_planes(q, WB, tmp);
     return tmp;
   }
 }
@@ -501,11 +495,7 @@ void linear_wb(const LinearParams& p) {
     xplanes.assign(size_t(p.m * p.w.kw * ab), 0u);
     for (int64_t t = 0; t < p.m; ++t)
       for (int64_t c = 0; c < p.w.kw; ++c)
-        for (int64_t j = 0; j < ab; ++j) {
-          uint32_t v = 0;
-          for (int e = 0; e < 32; ++e) v |= uint32_t((p.a.codes[t * padded + c * 32 + e] >> j) & 1) << bit_of(e);
-          xplanes[(t * p.w.kw + c) * ab + j] = v;
-        }
+        codes_to_planes(p.a.codes + t * padded + c * 32, ab, xplanes.data() + (t * p.w.kw + c) * ab);
   }
   std::vector<float> pc(size_t(p.m * p.w.groups));
   for (int64_t t = 0; t < p.m; ++t)
@@ -565,11 +555,7 @@ void matmul_int_wb(const IntParams& p) {
 #endif
           {
             for (int64_t c = g * gw; c < c1; ++c) {
-              for (int64_t j = 0; j < p.abits; ++j) {
-                uint32_t v = 0;
-                for (int e = 0; e < 32; ++e) v |= uint32_t((codes[c * 32 + e] >> j) & 1) << bit_of(e);
-                xw[size_t(j)] = v;
-              }
+              codes_to_planes(codes + c * 32, p.abits, xw.data());
               s += chunk_bitserial<WB>(row + c * WB, xw.data(), int(p.abits));
             }
           }

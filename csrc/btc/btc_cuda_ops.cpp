@@ -62,16 +62,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> btc_quantize_activations_cuda(Tensor 
 Tensor btc_matmul_int_cuda(Tensor x_planes_in, Tensor w_planes_in, int64_t abits, int64_t wbits, int64_t group_size,
                            int64_t k) {
   constexpr const char* op = "btc_matmul_int";
-  check_bits(abits, 8, op, "abits");
-  check_bits(wbits, 8, op, "wbits");
-  check_group_size(group_size, op);
-  LLMPACK_CHECK(k >= 1, op, ": in_features must be positive, got ", k);
-  check_planes(x_planes_in, abits, k, op, "x_planes");
-  check_planes(w_planes_in, wbits, k, op, "w_planes");
-  check_same_device(x_planes_in, w_planes_in, op, "x_planes", "w_planes");
-  check_core_range(wbits, abits, group_size, k, op);
-  const Tensor xp = dense(x_planes_in), wp = dense(w_planes_in);
-  const int64_t m = xp.size(0), n = wp.size(0), kw = k_words(k), groups = num_groups(group_size, k);
+  const IntArgs a = check_matmul_int(x_planes_in, w_planes_in, abits, wbits, group_size, k, op);
+  const Tensor &xp = a.x_planes, &wp = a.w_planes;
+  const int64_t m = a.m, n = a.n, kw = a.kw, groups = a.groups;
   check_tokens(m, op);
   Tensor out = new_empty(xp, {m, n, groups}, ScalarType::Int);
   if (m * n == 0) return out;

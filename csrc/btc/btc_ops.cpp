@@ -1,6 +1,7 @@
 // BTC torch glue for CPU tensors: the packer, the activation quantizer, the
 // exact integer core and the linear layer (checks in btc_checks.h, shared
 // with the CUDA glue in btc_cuda_ops.cpp). Layout: btc.h.
+#include <algorithm>
 #include <cstring>
 #include <tuple>
 #include <vector>
@@ -55,14 +56,13 @@ std::tuple<Tensor, Tensor> btc_pack_cpu(Tensor codes_in, int64_t wbits, int64_t 
   uint32_t* pl = static_cast<uint32_t*>(planes.mutable_data_ptr());
   int32_t* cs = static_cast<int32_t*>(sums.mutable_data_ptr());
   parallel_for(0, n, grain_for(k), [&](int64_t b, int64_t e) {
+    uint8_t q[32];
     for (int64_t r = b; r < e; ++r) {
-      std::memset(pl + r * kw * wbits, 0, sizeof(uint32_t) * size_t(kw * wbits));
       std::memset(cs + r * groups, 0, sizeof(int32_t) * size_t(groups));
-      for (int64_t i = 0; i < k; ++i) {
-        const uint32_t q = c[r * k + i];
-        for (int64_t j = 0; j < wbits; ++j)
-          pl[(r * kw + i / 32) * wbits + j] |= ((q >> j) & 1u) << bit_of(int(i % 32));
-        cs[r * groups + (group_size > 0 ? i / group_size : 0)] += int32_t(q);
+      for (int64_t i = 0; i < k; ++i) cs[r * groups + (group_size > 0 ? i / group_size : 0)] += int32_t(c[r * k + i]);
+      for (int64_t ch = 0; ch < kw; ++ch) {
+        for (int64_t e2 = 0; e2 < 32; ++e2) q[e2] = ch * 32 + e2 < k ? c[r * k + ch * 32 + e2] : 0;
+        codes_to_planes(q, wbits, pl + (r * kw + ch) * wbits);
       }
     }
   });
@@ -91,11 +91,11 @@ Tensor btc_unpack_cpu(Tensor planes_in, int64_t wbits, int64_t k) {
   Tensor codes = new_empty(planes, {n, k}, ScalarType::Byte);
   uint8_t* out = static_cast<uint8_t*>(codes.mutable_data_ptr());
   parallel_for(0, n, grain_for(k), [&](int64_t b, int64_t e) {
+    uint8_t q[32];
     for (int64_t r = b; r < e; ++r)
-      for (int64_t i = 0; i < k; ++i) {
-        uint32_t q = 0;
-        for (int64_t j = 0; j < wbits; ++j) q |= ((pl[(r * kw + i / 32) * wbits + j] >> bit_of(int(i % 32))) & 1u) << j;
-        out[r * k + i] = uint8_t(q);
+      for (int64_t ch = 0; ch * 32 < k; ++ch) {
+        planes_to_codes(pl + (r * kw + ch) * wbits, wbits, q);
+        std::memcpy(out + r * k + ch * 32, q, size_t(std::min<int64_t>(32, k - ch * 32)));
       }
   });
   return codes;
@@ -123,20 +123,14 @@ Tensor btc_convert_cpu(const Tensor& in_, int64_t bits, bool to_fields, const ch
     for (int64_t c = b; c < e; ++c) {
       const uint8_t* from = src + c * chunk_bytes;
       uint8_t* to = dst + c * chunk_bytes;
+      uint32_t w[8];
       if (to_fields) {
-        uint32_t w[8];
         std::memcpy(w, from, size_t(chunk_bytes));
-        for (int i = 0; i < 32; ++i) {
-          uint32_t v = 0;
-          for (int64_t j = 0; j < bits; ++j) v |= ((w[j] >> bit_of(i)) & 1u) << j;
-          q[i] = uint8_t(v);
-        }
+        planes_to_codes(w, bits, q);
         codes_to_fields(q, bits, to);
       } else {
         fields_to_codes(from, bits, q);
-        uint32_t w[8] = {};
-        for (int i = 0; i < 32; ++i)
-          for (int64_t j = 0; j < bits; ++j) w[j] |= uint32_t((q[i] >> j) & 1) << bit_of(i);
+        codes_to_planes(q, bits, w);
         std::memcpy(to, w, size_t(chunk_bytes));
       }
     }
@@ -174,25 +168,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> btc_quantize_activations_cpu(Tensor x
 Tensor btc_matmul_int_cpu(Tensor x_planes_in, Tensor w_planes_in, int64_t abits, int64_t wbits, int64_t group_size,
                           int64_t k) {
   constexpr const char* op = "btc_matmul_int";
-  check_bits(abits, 8, op, "abits");
-  check_bits(wbits, 8, op, "wbits");
-  check_group_size(group_size, op);
-  LLMPACK_CHECK(k >= 1, op, ": in_features must be positive, got ", k);
-  check_planes(x_planes_in, abits, k, op, "x_planes");
-  check_planes(w_planes_in, wbits, k, op, "w_planes");
-  check_same_device(x_planes_in, w_planes_in, op, "x_planes", "w_planes");
-  check_core_range(wbits, abits, group_size, k, op);
-  const Tensor xp = dense(x_planes_in), wp = dense(w_planes_in);
-  const int64_t m = xp.size(0), n = wp.size(0), kw = k_words(k), groups = num_groups(group_size, k);
+  const IntArgs a = check_matmul_int(x_planes_in, w_planes_in, abits, wbits, group_size, k, op);
+  const Tensor &xp = a.x_planes, &wp = a.w_planes;
+  const int64_t m = a.m, n = a.n, kw = a.kw, groups = a.groups;
   // Activation codes in element order; past K they are 0 whatever the planes hold.
   std::vector<uint8_t> codes(size_t(m * kw * 32), 0);
   const uint32_t* xs = static_cast<const uint32_t*>(xp.const_data_ptr());
-  for (int64_t t = 0; t < m; ++t)
-    for (int64_t i = 0; i < k; ++i) {
-      uint32_t q = 0;
-      for (int64_t j = 0; j < abits; ++j) q |= ((xs[(t * kw + i / 32) * abits + j] >> bit_of(int(i % 32))) & 1u) << j;
-      codes[size_t(t * kw * 32 + i)] = uint8_t(q);
-    }
+  for (int64_t t = 0; t < m; ++t) {
+    uint8_t* row = codes.data() + t * kw * 32;
+    for (int64_t c = 0; c < kw; ++c) planes_to_codes(xs + (t * kw + c) * abits, abits, row + c * 32);
+    std::memset(row + k, 0, size_t(kw * 32 - k));
+  }
   Tensor out = new_empty(xp, {m, n, groups}, ScalarType::Int);
   const IntParams p{static_cast<const uint32_t*>(wp.const_data_ptr()), codes.data(), m, n, k, kw, wbits, abits,
                     group_size, groups, static_cast<int32_t*>(out.mutable_data_ptr())};

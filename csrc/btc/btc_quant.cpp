@@ -53,12 +53,7 @@ void quantize_acts_cpu(const QuantParams& p) {
           if (i < p.k) sums[p.group_size > 0 ? i / p.group_size : 0] += q;
         }
         if (codes) std::memcpy(codes + c * kWordBits, local, kWordBits);
-        if (planes)
-          for (int64_t j = 0; j < p.abits; ++j) {
-            uint32_t w = 0;
-            for (int e2 = 0; e2 < kWordBits; ++e2) w |= uint32_t((local[e2] >> j) & 1) << bit_of(e2);
-            planes[c * p.abits + j] = w;
-          }
+        if (planes) codes_to_planes(local, p.abits, planes + c * p.abits);
       }
     }
   });

@@ -184,9 +184,44 @@ inline void join(const uint8_t* exp, const uint8_t* sm, uint16_t* out, int64_t c
   for (int64_t i = 0; i < count; ++i) out[i] = combine(exp[i], sm[i]);  // vectorised by the compiler
 }
 
+// Outputs at least this large are written with stores that bypass the cache:
+// the bf16 output is 2/3 of the bytes a decode moves, and a normal store
+// first reads each output line (read for ownership). Measured on 4096 x 4096
+// tensors, cold: +10 % on 1 thread, +15 % on 2. Smaller outputs keep normal
+// stores, as their caller (DF11Linear's decode, then F.linear) reads them
+// next and finds them in the last-level cache.
+constexpr int64_t kStreamOutBytes = int64_t(16) << 20;
+
+// join with streaming stores where the unit has them (then the worker must
+// fence before its results are published: `fence_streams`).
+inline void join_streaming(const uint8_t* exp, const uint8_t* sm, uint16_t* out, int64_t count) {
+  int64_t i = 0;
+#if defined(__AVX2__)
+  for (; i < count && (reinterpret_cast<uintptr_t>(out + i) & 31); ++i) out[i] = combine(exp[i], sm[i]);
+  const __m256i sign = _mm256_set1_epi16(0x80), mantissa = _mm256_set1_epi16(0x7F);
+  for (; i + 16 <= count; i += 16) {
+    const __m256i e = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(exp + i)));
+    const __m256i s = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sm + i)));
+    const __m256i v = _mm256_or_si256(_mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(s, sign), 8),
+                                                      _mm256_slli_epi16(e, 7)),
+                                      _mm256_and_si256(s, mantissa));  // combine(), 16 at a time
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(out + i), v);
+  }
+#endif
+  join(exp + i, sm + i, out + i, count - i);
+}
+
+inline void fence_streams() {
+#if defined(__AVX2__)
+  _mm_sfence();
+#endif
+}
+
 // Chunks [c0, c1) into out_base (which holds values from out_first on).
+template <bool Streaming = false>
 void decode_chunks(const DecodeParams& p, int64_t c0, int64_t c1, std::atomic<int64_t>& bad, uint16_t* out_base,
                    int64_t out_first) {
+  constexpr auto put = Streaming ? join_streaming : join;
   constexpr int W = 8;
   alignas(64) uint8_t exp[W][kChunk + 8];
   const int64_t full = p.n / kChunk;  // chunks with exactly kChunk values
@@ -199,7 +234,7 @@ void decode_chunks(const DecodeParams& p, int64_t c0, int64_t c1, std::atomic<in
       return;
     }
     for (int j = 0; j < W; ++j)
-      join(exp[j], p.sm + (c + j) * kChunk, out_base + ((c + j) * kChunk - out_first), kChunk);
+      put(exp[j], p.sm + (c + j) * kChunk, out_base + ((c + j) * kChunk - out_first), kChunk);
   }
   for (; c < c1; ++c) {
     Cursor k = cursor(p, c, exp[0]);
@@ -207,13 +242,21 @@ void decode_chunks(const DecodeParams& p, int64_t c0, int64_t c1, std::atomic<in
       record_min(bad, c);
       return;
     }
-    join(exp[0], p.sm + c * kChunk, out_base + (c * kChunk - out_first), k.count);
+    put(exp[0], p.sm + c * kChunk, out_base + (c * kChunk - out_first), k.count);
   }
 }
 
 void decode(const DecodeParams& p) {
   std::atomic<int64_t> bad{kNoError};
-  parallel_for(0, num_chunks(p.n), 4, [&](int64_t c0, int64_t c1) { decode_chunks(p, c0, c1, bad, p.out, 0); });
+  const bool streaming = p.n * 2 >= kStreamOutBytes;
+  parallel_for(0, num_chunks(p.n), 4, [&](int64_t c0, int64_t c1) {
+    if (streaming) {
+      decode_chunks<true>(p, c0, c1, bad, p.out, 0);
+      fence_streams();
+    } else {
+      decode_chunks(p, c0, c1, bad, p.out, 0);
+    }
+  });
   *p.first_bad_chunk = bad.load();
 }
 
