@@ -187,7 +187,11 @@ def test_wrong_dtypes_and_devices():
 
 # ---------------------------------------------------------------- fused linear
 
-@pytest.mark.parametrize("m, k, n", [(1, 64, 32), (3, 100, 21), (4, 4096, 3), (7, 33, 5), (16, 576, 40), (1, 7, 2049)])
+# Shapes cover the register blocks' remainders (rows of x mod 4, weight rows
+# mod 3), tiles of 8 + 4 + 2 + 1 chunks (k = 10240), and M past the crossover
+# to decode + torch's GEMM (300; 16 on the generic level).
+@pytest.mark.parametrize("m, k, n", [(1, 64, 32), (3, 100, 21), (4, 4096, 3), (7, 33, 5), (16, 576, 40), (1, 7, 2049),
+                                     (2, 4096, 7), (5, 4096, 20), (6, 10240, 7), (18, 300, 13), (300, 64, 9)])
 def test_linear_matches_reference(isa, m, k, n):
     w = weights(n * k, seed=k).view(n, k)
     x = (torch.randn(m, k, generator=torch.Generator().manual_seed(m)) * 0.5).bfloat16()

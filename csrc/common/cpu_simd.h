@@ -24,14 +24,19 @@ static inline float hsum256(__m256 a) {
 }
 #endif
 
-// n bf16 values as fp32: a 16-bit shift into the high half.
+#if defined(__AVX2__)
+// 8 bf16 values as fp32: a 16-bit shift into the high half.
+static inline __m256 load_bf16x8(const uint16_t* h) {
+  const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+#endif
+
+// n bf16 values as fp32.
 static inline void widen_bf16(const uint16_t* h, int64_t n, float* out) {
   int64_t i = 0;
 #if defined(__AVX2__)
-  for (; i + 8 <= n; i += 8) {
-    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i)));
-    _mm256_storeu_ps(out + i, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
-  }
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, load_bf16x8(h + i));
 #endif
   for (; i < n; ++i) out[i] = bf16_to_f32(h[i]);
 }

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX2__)
@@ -217,25 +218,37 @@ inline void fence_streams() {
 #endif
 }
 
-// Chunks [c0, c1) into out_base (which holds values from out_first on).
+// Chunks [c0, c1) into out_base (which holds values from out_first on). The
+// next group's bytes are prefetched up to chunk `ahead_end` (the fused
+// linear passes its next tile's end, so a tile's first group is not cold).
 template <bool Streaming = false>
 void decode_chunks(const DecodeParams& p, int64_t c0, int64_t c1, std::atomic<int64_t>& bad, uint16_t* out_base,
-                   int64_t out_first) {
+                   int64_t out_first, int64_t ahead_end = 0) {
   constexpr auto put = Streaming ? join_streaming : join;
-  constexpr int W = 8;
-  alignas(64) uint8_t exp[W][kChunk + 8];
-  const int64_t full = p.n / kChunk;  // chunks with exactly kChunk values
+  constexpr int kMaxW = 8;
+  alignas(64) uint8_t exp[kMaxW][kChunk + 8];
+  const int64_t full = std::min(c1, p.n / kChunk);  // chunks with exactly kChunk values
+  const int64_t ahead = std::max(ahead_end, c1);
   int64_t c = c0;
-  for (; c + W <= std::min(c1, full); c += W) {
-    prefetch_group(p, std::min(c + W, c1), std::min(c + 2 * W, c1));
+  // Full chunks 8, then 4, then 2 at a time (one chain alone runs at the
+  // lookup latency, and a linear tile need not hold a multiple of 8 chunks).
+  auto group = [&](auto width) {
+    constexpr int W = decltype(width)::value;
+    prefetch_group(p, std::min(c + W, ahead), std::min(c + W + kMaxW, ahead));
     const int64_t b = decode_group<W>(p, c, exp);
     if (b >= 0) {
       record_min(bad, b);
-      return;
+      return false;
     }
     for (int j = 0; j < W; ++j)
       put(exp[j], p.sm + (c + j) * kChunk, out_base + ((c + j) * kChunk - out_first), kChunk);
-  }
+    c += W;
+    return true;
+  };
+  while (c + kMaxW <= full)
+    if (!group(std::integral_constant<int, kMaxW>{})) return;
+  if (c + 4 <= full && !group(std::integral_constant<int, 4>{})) return;
+  if (c + 2 <= full && !group(std::integral_constant<int, 2>{})) return;
   for (; c < c1; ++c) {
     Cursor k = cursor(p, c, exp[0]);
     if (!finish(p, k)) {
@@ -276,68 +289,87 @@ inline uint16_t f2bf16(float f) {  // round to nearest even; NaN stays NaN
   return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1)) >> 16);
 }
 
-inline void to_float(const uint16_t* w, float* out, int64_t k) {
-  for (int64_t j = 0; j < k; ++j) out[j] = bf16f(w[j]);  // vectorised by the compiler
-}
 
-
-// s[i] = sum_k w[k] * x[i * k + k'] for R rows of x: the weight row is read
-// once for R dot products (2R independent accumulators hide the FMA latency).
-template <int R>
-inline void dots(const float* w, const float* x, int64_t k, float* s) {
+// s[a][b] = dot(w row a, x row b) over k for RW bf16 weight rows (stride k)
+// and RX fp32 rows of x (stride k): a register block of RW x RX
+// accumulators, so each x vector loaded (from L2 at M = 16: x is 256 KiB
+// there) feeds RW FMAs and each weight vector RX. Against one weight row
+// times four x rows (the first kernel) it cut x's L2 traffic by RW and made
+// M = 16 compute-bound instead of load-bound.
+template <int RW, int RX>
+inline void block_dots(const uint16_t* w, const float* x, int64_t k, float (*s)[RX]) {
   int64_t j = 0;
-  for (int i = 0; i < R; ++i) s[i] = 0.f;
+  for (int a = 0; a < RW; ++a)
+    for (int b = 0; b < RX; ++b) s[a][b] = 0.f;
 #if defined(__AVX2__)
-  __m256 a[R][2];
-  for (int i = 0; i < R; ++i) a[i][0] = a[i][1] = _mm256_setzero_ps();
-  for (; j + 16 <= k; j += 16) {
-    const __m256 w0 = _mm256_loadu_ps(w + j), w1 = _mm256_loadu_ps(w + j + 8);
-    for (int i = 0; i < R; ++i) {
-      a[i][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i * k + j), a[i][0]);
-      a[i][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i * k + j + 8), a[i][1]);
+  __m256 acc[RW][RX];
+  for (int a = 0; a < RW; ++a)
+    for (int b = 0; b < RX; ++b) acc[a][b] = _mm256_setzero_ps();
+  for (; j + 8 <= k; j += 8) {
+    __m256 wv[RW];
+    for (int a = 0; a < RW; ++a) wv[a] = load_bf16x8(w + a * k + j);
+    for (int b = 0; b < RX; ++b) {
+      const __m256 xv = _mm256_loadu_ps(x + b * k + j);
+      for (int a = 0; a < RW; ++a) acc[a][b] = _mm256_fmadd_ps(wv[a], xv, acc[a][b]);
     }
   }
-  for (int i = 0; i < R; ++i) s[i] = hsum256(_mm256_add_ps(a[i][0], a[i][1]));
+  for (int a = 0; a < RW; ++a)
+    for (int b = 0; b < RX; ++b) s[a][b] = hsum256(acc[a][b]);
 #endif
   for (; j < k; ++j)
-    for (int i = 0; i < R; ++i) s[i] += w[j] * x[i * k + j];
+    for (int a = 0; a < RW; ++a)
+      for (int b = 0; b < RX; ++b) s[a][b] += bf16f(w[a * k + j]) * x[b * k + j];
+}
+
+// y[i][r .. r + RW) for every row i of x, weight rows w (RW of them).
+template <int RW>
+inline void rows_times_x(const LinearParams& p, const uint16_t* w, const float* xf, int64_t r) {
+  constexpr int RX = 4;
+  const int64_t k = p.k, m = p.m, n = p.n;
+  float bv[RW];
+  for (int a = 0; a < RW; ++a) bv[a] = p.bias ? bf16f(p.bias[r + a]) : 0.f;
+  int64_t i = 0;
+  auto put = [&](auto s, int rx) {
+    for (int a = 0; a < RW; ++a)
+      for (int b = 0; b < rx; ++b) p.y[(i + b) * n + r + a] = f2bf16(s[a][b] + bv[a]);
+  };
+  for (; i + RX <= m; i += RX) {
+    float s[RW][RX];
+    block_dots<RW, RX>(w, xf + i * k, k, s);
+    put(s, RX);
+  }
+  switch (m - i) {  // the last 1..3 rows of x
+    case 3: { float s[RW][3]; block_dots<RW, 3>(w, xf + i * k, k, s); put(s, 3); break; }
+    case 2: { float s[RW][2]; block_dots<RW, 2>(w, xf + i * k, k, s); put(s, 2); break; }
+    case 1: { float s[RW][1]; block_dots<RW, 1>(w, xf + i * k, k, s); put(s, 1); break; }
+    default: break;
+  }
 }
 
 void linear(const LinearParams& p) {
+  constexpr int RW = 3;
   const int64_t k = p.k, m = p.m, n = p.n;
   std::vector<float> xf(size_t(m * k));
-  for (int64_t i = 0; i < m * k; ++i) xf[i] = bf16f(p.x[i]);
+  widen_bf16(p.x, m * k, xf.data());
   // A tile of rows decoded at once: ~64 KiB of bf16, L2-resident while the
-  // dot products read it; each row is widened to fp32 once (L1) and then
-  // multiplied with the rows of x four at a time.
-  const int64_t tile_rows = std::max<int64_t>(1, (int64_t(32) << 10) / std::max<int64_t>(k, 1));
+  // register blocks read it (RW rows against 4 rows of x at a time).
+  const int64_t tile_rows = std::max<int64_t>(RW, ((int64_t(32) << 10) / std::max<int64_t>(k, 1)) / RW * RW);
   const int64_t tiles = (n + tile_rows - 1) / tile_rows;
   std::atomic<int64_t> bad{kNoError};
   parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
     std::vector<uint16_t> buf;
-    std::vector<float> wf(static_cast<size_t>(k));
     for (int64_t t = t0; t < t1 && bad.load(std::memory_order_relaxed) == kNoError; ++t) {
       const int64_t r0 = t * tile_rows, r1 = std::min(n, r0 + tile_rows);
       const int64_t e0 = r0 * k, e1 = r1 * k;
       const int64_t c0 = e0 / kChunk, c1 = (e1 + kChunk - 1) / kChunk;
       buf.resize(size_t((c1 - c0) * kChunk));
-      decode_chunks(p.w, c0, c1, bad, buf.data(), c0 * kChunk);
+      const int64_t next_end = t + 1 < t1 ? std::min(num_chunks(p.w.n), (std::min(n, r1 + tile_rows) * k + kChunk - 1) / kChunk) : c1;
+      decode_chunks(p.w, c0, c1, bad, buf.data(), c0 * kChunk, next_end);
       if (bad.load(std::memory_order_relaxed) != kNoError) return;
       const uint16_t* w0 = buf.data() + (e0 - c0 * kChunk);
-      for (int64_t r = r0; r < r1; ++r) {
-        to_float(w0 + (r - r0) * k, wf.data(), k);
-        const float bv = p.bias ? bf16f(p.bias[r]) : 0.f;
-        float s[4];
-        int64_t i = 0;
-        for (; i + 4 <= m; i += 4) {
-          dots<4>(wf.data(), xf.data() + i * k, k, s);
-          for (int q = 0; q < 4; ++q) p.y[(i + q) * n + r] = f2bf16(s[q] + bv);
-        }
-        for (; i < m; ++i) {
-          dots<1>(wf.data(), xf.data() + i * k, k, s);
-          p.y[i * n + r] = f2bf16(s[0] + bv);
-        }
-      }
+      int64_t r = r0;
+      for (; r + RW <= r1; r += RW) rows_times_x<RW>(p, w0 + (r - r0) * k, xf.data(), r);
+      for (; r < r1; ++r) rows_times_x<1>(p, w0 + (r - r0) * k, xf.data(), r);
     }
   });
   *p.w.first_bad_chunk = bad.load();

@@ -177,15 +177,20 @@ void decode_into_op_cpu(Tensor lengths, Tensor stream, Tensor offsets, Tensor sm
 
 // ---------------------------------------------------------------- linear
 
-// Rows of x at and above which decoding W whole and running torch's GEMM
-// beats decoding tile by tile into dot products (the decode is then paid once
-// per call either way; the GEMM's blocking wins). LLMPACK_DF11_DENSE_M overrides.
+// Rows of x at and above which df11_linear decodes W whole and runs torch's
+// GEMM instead of the fused kernel. On Zen 3 (avx2, 2 threads, 4096 x 4096,
+// 2026-12-02) the fused kernel's register blocks beat decode + dense bf16 at
+// every M tried, 16 .. 128 (torch's bf16 GEMM there has no bf16 dot
+// instructions); 256 leaves torch the large batches, where its GEMM with AMX
+// or AVX512-BF16 (not measured here) should win. The generic unit's scalar
+// dots keep the first kernel's crossover, 16. LLMPACK_DF11_DENSE_M overrides.
 int64_t dense_crossover_m() {
-  static const int64_t m = [] {
+  static const int64_t forced = [] {
     const char* v = std::getenv("LLMPACK_DF11_DENSE_M");
-    return v && *v ? std::max<int64_t>(1, std::atoll(v)) : int64_t(16);
+    return v && *v ? std::max<int64_t>(1, std::atoll(v)) : int64_t(0);
   }();
-  return m;
+  if (forced) return forced;
+  return &cpu() == &kCpuGeneric ? 16 : 256;
 }
 
 // df11_linear's checks of x and bias against the container (CPU and CUDA);
