@@ -293,9 +293,9 @@ inline uint16_t f2bf16(float f) {  // round to nearest even; NaN stays NaN
 // s[a][b] = dot(w row a, x row b) over k for RW bf16 weight rows (stride k)
 // and RX fp32 rows of x (stride k): a register block of RW x RX
 // accumulators, so each x vector loaded (from L2 at M = 16: x is 256 KiB
-// there) feeds RW FMAs and each weight vector RX. Against one weight row
-// times four x rows (the first kernel) it cut x's L2 traffic by RW and made
-// M = 16 compute-bound instead of load-bound.
+// there) feeds RW FMAs and each weight vector RX. The first kernel (one
+// weight row widened to fp32 times four x rows) lost to decoding W whole +
+// torch's GEMM from M = 16 on; this one beats that at every M measured.
 template <int RW, int RX>
 inline void block_dots(const uint16_t* w, const float* x, int64_t k, float (*s)[RX]) {
   int64_t j = 0;
