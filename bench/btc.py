@@ -15,6 +15,10 @@ second over the DRAM read bandwidth measured on this machine.
                         [--layout fields|planes|both]
     LLMPACK_BTC_DOT=bitserial|madd16 python bench/btc.py ...   (force a core method: crossover table)
 
+A config may name the ISA level it runs at, "W4A8@avx512" next to "W4A8": the
+two alternate in the same rounds (every BTC call sets its level first), which
+is how a new level's kernels are measured against the one below.
+
 The weights are timed in the fields layout by default, the one QuantLinear
 holds on the CPU (btc_to_fields); ``--layout planes`` times the bit planes
 as stored, ``both`` puts the two side by side (planes rows end in "/p").
@@ -50,9 +54,24 @@ def packed_btc(n, k, wbits, dtype=torch.bfloat16):
 
 
 def bits_of(config):
-    """"W4A8" or "W4A8/p" -> (4, 8)."""
-    c = config.split("/")[0]
+    """"W4A8", "W4A8/p" or "W4A8@avx512" -> (4, 8)."""
+    c = config.split("@")[0].split("/")[0]
     return int(c[1:c.index("A")]), int(c[c.index("A") + 1:])
+
+
+def isa_of(config, default):
+    """The ISA level a config runs at: its "@level" suffix, else the default."""
+    return config.split("@")[1] if "@" in config else default
+
+
+def at_isa(level, default, fn, *args):
+    """fn(*args) at ISA level ``level``, the default level restored after it
+    (so the baselines timed next run at the default)."""
+    llmpack.set_isa(level)
+    try:
+        return fn(*args)
+    finally:
+        llmpack.set_isa(default)
 
 
 def nbytes(ts):
@@ -75,6 +94,7 @@ def main():
         configs = [c + "/p" for c in configs]
     elif args.layout == "both":
         configs = [v for c in configs for v in (c, c + "/p")]
+    default_isa = llmpack.active_isa()
     roof = dram_roof_gbps()
     print(f"btc_linear vs torch, ISA {llmpack.active_isa()}, threads {torch.get_num_threads()}, "
           f"method {os.environ.get('LLMPACK_BTC_DOT', 'auto')}, layout {args.layout}, DRAM read roof {roof:.1f} GB/s, group {GROUP}")
@@ -98,7 +118,7 @@ def main():
         ours = {}
         for c in configs:
             planes, *rest = packed_btc(n, k, bits_of(c)[0])
-            ours[c] = (planes if c.endswith("/p") else _ops.btc_to_fields(planes, bits_of(c)[0]), *rest)
+            ours[c] = (planes if c.split("@")[0].endswith("/p") else _ops.btc_to_fields(planes, bits_of(c)[0]), *rest)
         for m in ms:
             cold = m <= 16
             mk = (lambda a: Cold(lambda a=a: tuple(t.clone() for t in a), nbytes(a))) if cold else Cold.hot
@@ -117,9 +137,10 @@ def main():
             }
             for c in configs:
                 wb, ab = bits_of(c)
-                fns[c] = lambda c=c, wb=wb, ab=ab: _ops.btc_linear(x, ops[c].next()[0], ops[c].copies[ops[c].i][1],
-                                                                   None, ops[c].copies[ops[c].i][2],
-                                                                   ops[c].copies[ops[c].i][3], wb, ab, GROUP)
+                lvl = isa_of(c, default_isa)
+                fns[c] = lambda c=c, wb=wb, ab=ab, lvl=lvl: at_isa(
+                    lvl, default_isa, _ops.btc_linear, x, ops[c].next()[0], ops[c].copies[ops[c].i][1], None,
+                    ops[c].copies[ops[c].i][2], ops[c].copies[ops[c].i][3], wb, ab, GROUP)
             res = dict(zip(fns, timeit_interleaved(list(fns.values()), rounds=5)))
             for c in configs:
                 t = res[c]

@@ -9,8 +9,9 @@ set(LLMPACK_FLAGS_AVX512 ${LLMPACK_FLAGS_AVX2} -mavx512f -mavx512bw -mavx512vl -
 # Optional 5th unit, csrc/F/F_cpu_amx.cpp, for families that have one: chosen
 # only on CPUs with AMX-BF16 (+ AVX512-BF16/VBMI2) whose OS grants tile state.
 set(LLMPACK_FLAGS_AMX ${LLMPACK_FLAGS_AVX512} -mavx512bf16 -mavx512vbmi2 -mamx-tile -mamx-bf16)
-# Optional unit csrc/F/F_cpu_avx512_bf16.cpp: chosen on CPUs with AVX512_BF16.
-set(LLMPACK_FLAGS_AVX512_BF16 ${LLMPACK_FLAGS_AVX512} -mavx512bf16)
+# Optional unit csrc/F/F_cpu_avx512_bf16.cpp: chosen on CPUs with AVX512_BF16
+# and AVX512_VNNI (every such CPU has both: Cooper Lake, Sapphire Rapids, Zen 4).
+set(LLMPACK_FLAGS_AVX512_BF16 ${LLMPACK_FLAGS_AVX512} -mavx512bf16 -mavx512vnni)
 
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
   set(LLMPACK_X86 ON)

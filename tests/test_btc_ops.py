@@ -194,6 +194,17 @@ def test_linear_odd_shapes(isa, m, n, k, abits):
     check_linear(torch.randn(m, k), wc, planes, scales, zeros, offsets, sums, 4, abits, 128)
 
 
+@pytest.mark.parametrize("group_size", [32, 64, -1])
+@pytest.mark.parametrize("wbits,abits", [(4, 8), (4, 4), (3, 8), (8, 8), (8, 7), (2, 5)])
+def test_linear_chunk_left_over_from_pairs(isa, wbits, abits, group_size):
+    # K = 150: 5 chunks of 32, so the two-chunk (zmm) cores leave one over, in
+    # the row (groups of 32), in the last group (64) and in the whole row
+    # (per channel); 5 tokens: a block of 4 and a single one. (8, 7) and (8, 8):
+    # sums past int16, exact only where the core skips the int16 step.
+    wc, planes, scales, zeros, offsets, sums = weight(7, 150, wbits, group_size, "zero", seed=wbits * abits)
+    check_linear(torch.randn(5, 150), wc, planes, scales, zeros, offsets, sums, wbits, abits, group_size)
+
+
 def test_linear_symmetric_activations(isa):
     wc, planes, scales, zeros, offsets, sums = weight(5, 200, 3, 64, "zero")
     check_linear(torch.randn(4, 200), wc, planes, scales, zeros, offsets, sums, 3, 6, 64, sym=True)

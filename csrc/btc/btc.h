@@ -188,7 +188,7 @@ struct CpuKernels {
   void (*linear)(const LinearParams&);
   void (*matmul_int)(const IntParams&);
 };
-extern const CpuKernels kCpuGeneric, kCpuAvx2, kCpuAvx512;
+extern const CpuKernels kCpuGeneric, kCpuAvx2, kCpuAvx512, kCpuAvx512Bf16;
 
 // The largest |I| a group can reach must fit int32 (checked by the glue).
 LLMPACK_HD bool core_fits_int32(int64_t wbits, int64_t abits, int64_t max_group_len) {

@@ -190,6 +190,18 @@ inline __m256i hadd16(__m256i v) { return _mm256_madd_epi16(v, _mm256_set1_epi16
 template <Dot D>
 inline __m256i chunk_dot(__m256i q, const uint8_t* p) {
   const __m256i pv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+#if defined(__AVX512VNNI__)
+  // u8 x s8 in one vpdpbusd, summed straight into int32: exact for every
+  // wbits <= 8 (abits <= 7, or 8 shifted), where maddubs saturates int16.
+  const __m256i zero = _mm256_setzero_si256();
+  if constexpr (D == Dot::kMaddubs || D == Dot::kShifted) {
+    return _mm256_dpbusd_epi32(zero, q, pv);
+  } else if constexpr (D == Dot::kMaddubsShift) {  // q (p - 128) + 128 q
+    const __m256i ps = _mm256_xor_si256(pv, _mm256_set1_epi8(char(0x80)));
+    const __m256i qsum = _mm256_slli_epi32(_mm256_dpbusd_epi32(zero, q, _mm256_set1_epi8(1)), 7);
+    return _mm256_add_epi32(_mm256_dpbusd_epi32(zero, q, ps), qsum);
+  }
+#endif
   if constexpr (D == Dot::kMaddubs || D == Dot::kShifted) {
     return hadd16(_mm256_maddubs_epi16(q, pv));
   } else if constexpr (D == Dot::kMaddubsShift) {  // q (p - 128) + 128 q
@@ -201,6 +213,18 @@ inline __m256i chunk_dot(__m256i q, const uint8_t* p) {
     const __m256i p0 = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(pv)), p1 = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(pv, 1));
     return _mm256_add_epi32(_mm256_madd_epi16(q0, p0), _mm256_madd_epi16(q1, p1));
   }
+}
+
+// acc + the chunk's int32 lanes. With AVX512-VNNI (the avx512_bf16 unit) a
+// u8 x s8 chunk is one vpdpbusd into the accumulator: no int16 step, so no
+// saturation bound on 2 qmax pmax, and half the ops of maddubs + madd + add.
+template <Dot D>
+__attribute__((always_inline)) inline __m256i dot_acc(__m256i acc, __m256i q, const uint8_t* p) {
+#if defined(__AVX512VNNI__)
+  if constexpr (D == Dot::kMaddubs || D == Dot::kShifted)
+    return _mm256_dpbusd_epi32(acc, q, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+#endif
+  return _mm256_add_epi32(acc, chunk_dot<D>(q, p));
 }
 
 inline int32_t hsum_i32(__m256i v) {
@@ -249,6 +273,86 @@ inline void finish(const LinearParams& p, int64_t t, int64_t n, float v) {
 }
 
 // ---- integer activations ------------------------------------------------------
+#if defined(__AVX512VNNI__)
+// W4 fields, two chunks per zmm: 32 bytes (byte j of chunk c holds elements
+// j and j + 16) become the 64 codes of chunks c, c + 1 in element order, the
+// order of the activation codes, in one qword permute (each 16-byte field
+// twice), one variable shift (the copy for elements 16..31 by 4) and an AND.
+__attribute__((always_inline)) inline __m512i expand_w4_pair(const uint32_t* chunks) {
+  const __m512i v = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(chunks)));
+  const __m512i dup = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3), v);
+  return _mm512_and_si512(_mm512_srlv_epi64(dup, _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4)), _mm512_set1_epi8(0x0F));
+}
+
+inline float hsum512(__m512 v) {
+  return hsum256(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
+}
+
+// int_row with VNNI (D: kMaddubs or kShifted), two chunks per zmm: 64 MACs
+// per vpdpbusd. W4 fields expand a pair at once (half the ops per chunk of
+// the 256-bit path); other widths and the planes join two 256-bit
+// expansions, so planes and fields still do the same arithmetic, bit for
+// bit. A chunk left over from the pairs (odd group or row) takes 256 bits.
+template <int WB, int T, Dot D, bool F>
+__attribute__((always_inline)) inline void int_row_vnni512(const LinearParams& p, const float* srow, int64_t n,
+                                                            int64_t t0, float* core) {
+  const Weight& w = p.w;
+  const int64_t gw = group_words(w.group_size, w.k), real_words = (w.k + 31) / 32, padded = w.kw * 32;
+  const uint32_t* row = w.planes + n * w.kw * WB;
+  const uint8_t* codes = p.a.codes + t0 * padded;
+  __m512 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+  auto pair = [&](int64_t c) __attribute__((always_inline)) {
+    // Both ends of the pair 32 chunks ahead (a pair of 8 * WB bytes may straddle a line).
+    _mm_prefetch(reinterpret_cast<const char*>(row + (c + 32) * WB), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(row + (c + 34) * WB) - 1, _MM_HINT_T0);
+    if constexpr (F && WB == 4) return expand_w4_pair(row + c * 4);
+    else {
+      const __m256i lo = expand_chunk<WB, F>(row + c * WB), hi = expand_chunk<WB, F>(row + (c + 1) * WB);
+      return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);  // a macro under clang: no template args inside
+    }
+  };
+  auto single = [&](int64_t c, int t) __attribute__((always_inline)) {  // one chunk's lanes, upper half zero
+    return _mm512_zextsi256_si512(dot_acc<D>(_mm256_setzero_si256(), expand_chunk<WB, F>(row + c * WB),
+                                             codes + t * padded + c * 32));
+  };
+  if (gw == 1) {  // groups of 32: the two chunks of a pair have their own scales (lanes 0..7, 8..15)
+    const __m512i halves = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    int64_t c = 0;
+    for (; c + 2 <= real_words; c += 2) {
+      const __m512i q = pair(c);
+      const __m512 s = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(_mm_castpd_ps(
+                                                         _mm_load_sd(reinterpret_cast<const double*>(srow + c)))));
+      for (int t = 0; t < T; ++t) {
+        const __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q,
+                                              _mm512_loadu_si512(codes + t * padded + c * 32));
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), s, acc[t]);
+      }
+    }
+    if (c < real_words)
+      for (int t = 0; t < T; ++t)
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(single(c, t)), _mm512_set1_ps(srow[c]), acc[t]);
+  } else {
+    for (int64_t g = 0; g < w.groups; ++g) {
+      __m512i gi[T];
+      for (int t = 0; t < T; ++t) gi[t] = _mm512_setzero_si512();
+      const int64_t c1 = std::min((g + 1) * gw, real_words);
+      int64_t c = g * gw;
+      for (; c + 2 <= c1; c += 2) {
+        const __m512i q = pair(c);
+        for (int t = 0; t < T; ++t)
+          gi[t] = _mm512_dpbusd_epi32(gi[t], q, _mm512_loadu_si512(codes + t * padded + c * 32));
+      }
+      if (c < c1)
+        for (int t = 0; t < T; ++t) gi[t] = _mm512_add_epi32(gi[t], single(c, t));
+      const __m512 s = _mm512_set1_ps(srow[g]);
+      for (int t = 0; t < T; ++t) acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(gi[t]), s, acc[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) core[t] = hsum512(acc[t]);
+}
+#endif
+
 // Tokens t0 .. t0 + T - 1 against weight row n: sum_g s_g I_g per token.
 template <int WB, int T, Dot D, bool F>
 __attribute__((noinline)) void int_row(const LinearParams& p, const uint32_t* xplanes, const float* srow,
@@ -256,6 +360,12 @@ __attribute__((noinline)) void int_row(const LinearParams& p, const uint32_t* xp
   const Weight& w = p.w;
   const int64_t gw = group_words(w.group_size, w.k), real_words = (w.k + 31) / 32, padded = w.kw * 32;
   const uint32_t* row = w.planes + n * w.kw * WB;
+#if defined(__AVX512VNNI__)
+  if constexpr (D == Dot::kMaddubs || D == Dot::kShifted) {
+    int_row_vnni512<WB, T, D, F>(p, srow, n, t0, core);
+    return;
+  }
+#endif
 #if defined(__AVX2__)
   if constexpr (D != Dot::kBitSerial) {
     __m256 acc[T];
@@ -265,8 +375,9 @@ __attribute__((noinline)) void int_row(const LinearParams& p, const uint32_t* xp
         const __m256i q = next_chunk<WB, F>(row, c);
         const __m256 s = _mm256_broadcast_ss(srow + c);
         for (int t = 0; t < T; ++t)
-          acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(chunk_dot<D>(q, p.a.codes + (t0 + t) * padded + c * 32)), s,
-                                   acc[t]);
+          acc[t] = _mm256_fmadd_ps(
+              _mm256_cvtepi32_ps(dot_acc<D>(_mm256_setzero_si256(), q, p.a.codes + (t0 + t) * padded + c * 32)), s,
+              acc[t]);
       }
       for (int t = 0; t < T; ++t) core[t] = hsum256(acc[t]);
       return;
@@ -278,7 +389,7 @@ __attribute__((noinline)) void int_row(const LinearParams& p, const uint32_t* xp
       for (int64_t c = g * gw; c < c1; ++c) {
         const __m256i q = next_chunk<WB, F>(row, c);
         for (int t = 0; t < T; ++t)
-          gi[t] = _mm256_add_epi32(gi[t], chunk_dot<D>(q, p.a.codes + (t0 + t) * padded + c * 32));
+          gi[t] = dot_acc<D>(gi[t], q, p.a.codes + (t0 + t) * padded + c * 32);
       }
       const __m256 s = _mm256_broadcast_ss(srow + g);
       for (int t = 0; t < T; ++t) acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(gi[t]), s, acc[t]);
@@ -399,6 +510,10 @@ inline Dot choose_dot(int64_t wbits, int64_t abits) {
   if (forced == 0) return Dot::kBitSerial;
   if (forced == 3) return Dot::kMadd16;
   const int64_t qmax = (int64_t(1) << wbits) - 1, pmax = (int64_t(1) << abits) - 1;
+#if defined(__AVX512VNNI__)
+  (void)qmax, (void)pmax;
+  return abits <= 7 ? Dot::kMaddubs : Dot::kMaddubsShift;
+#endif
   if (abits <= 7 && 2 * qmax * pmax <= 32767) return Dot::kMaddubs;
   if (abits == 8 && wbits <= 7) return Dot::kMaddubsShift;
   return Dot::kMadd16;

@@ -16,7 +16,8 @@ namespace llmpack::btc {
 namespace {
 
 const CpuKernels& cpu() {
-  return pick_isa(&kCpuGeneric, LLMPACK_IF_AVX2(kCpuAvx2), LLMPACK_IF_AVX512(kCpuAvx512));
+  return pick_isa(&kCpuGeneric, LLMPACK_IF_AVX2(kCpuAvx2), LLMPACK_IF_AVX512(kCpuAvx512),
+                  LLMPACK_IF_AVX512(kCpuAvx512Bf16));
 }
 
 // x [M, K] of any float dtype -> fp32 rows of `width` floats (zero-padded past K).

@@ -95,7 +95,7 @@ Isa detect() {
   [[maybe_unused]] const CpuFlags& f = flags();
 #if defined(LLMPACK_HAVE_AVX512)
   const bool avx512 = f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx2 && f.fma;
-  const bool bf16 = avx512 && f.avx512bf16;
+  const bool bf16 = avx512 && f.avx512bf16 && f.avx512vnni;  // the unit uses both (isa.h)
 #if defined(LLMPACK_HAVE_AMX)
   if (bf16 && f.amx_tile && f.amx_bf16 && f.avx512vbmi2 && os_grants_amx()) return Isa::amx;
 #endif

@@ -14,8 +14,9 @@ enum class Isa : int {
   generic = 0,  // plain C++, compiler's baseline flags
   avx2 = 1,     // AVX2 + FMA + F16C + BMI2 (Haswell and later)
   avx512 = 2,   // AVX-512 F/BW/VL/DQ (Skylake-SP and later)
-  // avx512 + AVX512_BF16 (Cooper Lake, Sapphire Rapids, Zen 4): bf16 dot
-  // products at twice the fp32 FMA rate. An optional unit of its own
+  // avx512 + AVX512_BF16 + AVX512_VNNI (Cooper Lake, Sapphire Rapids, Zen 4):
+  // bf16 dot products at twice the fp32 FMA rate, u8 x s8 dot products in one
+  // instruction. An optional unit of its own
   // (<family>_cpu_avx512_bf16.cpp); a family without one points this level at
   // its avx512 table.
   avx512_bf16 = 3,

@@ -12,6 +12,8 @@
 // metadata validation, and keep 8 FMA chains in flight at M = 1.
 #include <immintrin.h>
 
+#include <cstring>
+
 #define LLMPACK_ISA_NS avx512
 #include "sparse24/sparse24_cpu_kernels.h"
 #include "sparse24/sparse24_cpu_avx512_common.h"
@@ -27,7 +29,9 @@ constexpr int kAheadChunks = 16;  // prefetch 1 KiB of values ahead per row (x4 
 inline __m512i chunk_indices(const uint8_t* meta4) {
   const __m512i shifts = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i base = _mm512_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28);
-  const __m512i word = _mm512_broadcastd_epi32(_mm_cvtsi32_si128(*reinterpret_cast<const int32_t*>(meta4)));
+  int32_t w;  // metadata of odd-width rows sits at any byte offset: memcpy, not an int32_t load
+  std::memcpy(&w, meta4, sizeof w);
+  const __m512i word = _mm512_broadcastd_epi32(_mm_cvtsi32_si128(w));
   return _mm512_ternarylogic_epi32(_mm512_srlv_epi32(word, shifts), _mm512_set1_epi32(3), base, kAndOr);
 }
 

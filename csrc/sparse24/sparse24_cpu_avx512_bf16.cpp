@@ -13,6 +13,8 @@
 // of the fp32 path, which is what bounds it.
 #include <immintrin.h>
 
+#include <cstring>
+
 #define LLMPACK_ISA_NS avx512_bf16
 #include "sparse24/sparse24_cpu_kernels.h"
 #include "sparse24/sparse24_cpu_avx512_common.h"
@@ -43,7 +45,9 @@ alignas(64) constexpr uint8_t kSpreadByte[64] = {
 // are byte q of the metadata word.
 inline __m512i chunk64_indices(const uint8_t* meta8) {
   const __m512i qshift = _mm512_setr_epi64(0, 8, 16, 24, 32, 40, 48, 56);
-  const __m512i word = _mm512_set1_epi64(*reinterpret_cast<const int64_t*>(meta8));
+  int64_t w;  // metadata of odd-width rows sits at any byte offset: memcpy, not an int64_t load
+  std::memcpy(&w, meta8, sizeof w);
+  const __m512i word = _mm512_set1_epi64(w);
   __m512i t = _mm512_srlv_epi64(word, qshift);
   t = _mm512_shuffle_epi8(t, _mm512_load_si512(kSpreadByte));
   t = _mm512_srlv_epi16(t, _mm512_load_si512(kWordShift));
