@@ -267,6 +267,25 @@ inline void load_row_meta(const Weight& w, int64_t n, bool with_q, RowMeta& r) {
     for (int64_t g = 0; g < G; ++g) r.q[size_t(g)] = float(w.code_sums[off + g]);
 }
 
+// Requests row n's metadata (scales, zeros or offsets, code sums if used) a
+// row ahead of load_row_meta: at group 32 it is half as many bytes again as
+// the W4 codes, in three streams of a few lines per row, and the loads of the
+// row's first use stalled on DRAM (W4A8 M = 1: load_row_meta ~40 % of the
+// core's time in a profile).
+inline void prefetch_row_meta(const Weight& w, int64_t n, bool with_q) {
+  if (n >= w.n) return;
+  const int64_t G = w.groups, off = n * G, sb = w.scale_dtype == Dtype::kF32 ? 4 : 2;
+  auto lines = [](const void* base, int64_t from, int64_t bytes) {
+    const char* b = static_cast<const char*>(base) + from;
+    for (int64_t i = 0; i < bytes; i += 64) __builtin_prefetch(b + i, 0, 3);
+    __builtin_prefetch(b + bytes - 1, 0, 3);
+  };
+  lines(w.scales, off * sb, G * sb);
+  if (w.zeros) lines(w.zeros, off, G);
+  else lines(w.offsets, off * sb, G * sb);
+  if (with_q) lines(w.code_sums, off * 4, G * 4);
+}
+
 inline void finish(const LinearParams& p, int64_t t, int64_t n, float v) {
   if (p.bias) v += load_f(p.bias, n, p.y_dtype);
   store_f(p.y, t * p.w.n + n, v, p.y_dtype);
@@ -284,85 +303,128 @@ __attribute__((always_inline)) inline __m512i expand_w4_pair(const uint32_t* chu
   return _mm512_and_si512(_mm512_srlv_epi64(dup, _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4)), _mm512_set1_epi8(0x0F));
 }
 
+// W2 fields, two chunks per zmm: each chunk's 8-byte crumb field (byte j:
+// elements j, j + 8, j + 16, j + 24 at bits 0, 2, 4, 6) broadcast to 4
+// qwords, shifted by 0 / 2 / 4 / 6 and masked: the same order again.
+__attribute__((always_inline)) inline __m512i expand_w2_pair(const uint32_t* chunks) {
+  const __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(chunks)));
+  const __m512i dup = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 0, 0, 0, 1, 1, 1, 1), v);
+  return _mm512_and_si512(_mm512_srlv_epi64(dup, _mm512_setr_epi64(0, 2, 4, 6, 0, 2, 4, 6)), _mm512_set1_epi8(3));
+}
+
 inline float hsum512(__m512 v) {
   return hsum256(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
 }
 
 // int_row with VNNI (D: kMaddubs or kShifted), two chunks per zmm: 64 MACs
-// per vpdpbusd. W4 fields expand a pair at once (half the ops per chunk of
+// per vpdpbusd. It also forms the row's sum_g s_g Q_g (*sq) from the codes it
+// has expanded (one more vpdpbusd, against ones), so this path never reads
+// the code sums: at group 32 they are a quarter of the W4 bytes and half of
+// W2's. W4 fields expand a pair at once (half the ops per chunk of
 // the 256-bit path); other widths and the planes join two 256-bit
 // expansions, so planes and fields still do the same arithmetic, bit for
 // bit. A chunk left over from the pairs (odd group or row) takes 256 bits.
 template <int WB, int T, Dot D, bool F>
 __attribute__((always_inline)) inline void int_row_vnni512(const LinearParams& p, const float* srow, int64_t n,
-                                                            int64_t t0, float* core) {
+                                                            int64_t t0, float* core, float* sq) {
   const Weight& w = p.w;
   const int64_t gw = group_words(w.group_size, w.k), real_words = (w.k + 31) / 32, padded = w.kw * 32;
   const uint32_t* row = w.planes + n * w.kw * WB;
   const uint8_t* codes = p.a.codes + t0 * padded;
   __m512 acc[T];
   for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+  __m512 sqv = _mm512_setzero_ps();
+  const __m512i ones = _mm512_set1_epi8(1);
   auto pair = [&](int64_t c) __attribute__((always_inline)) {
     // Both ends of the pair 32 chunks ahead (a pair of 8 * WB bytes may straddle a line).
     _mm_prefetch(reinterpret_cast<const char*>(row + (c + 32) * WB), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(row + (c + 34) * WB) - 1, _MM_HINT_T0);
     if constexpr (F && WB == 4) return expand_w4_pair(row + c * 4);
+    else if constexpr (F && WB == 2) return expand_w2_pair(row + c * 2);
     else {
       const __m256i lo = expand_chunk<WB, F>(row + c * WB), hi = expand_chunk<WB, F>(row + (c + 1) * WB);
       return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);  // a macro under clang: no template args inside
     }
   };
-  auto single = [&](int64_t c, int t) __attribute__((always_inline)) {  // one chunk's lanes, upper half zero
-    return _mm512_zextsi256_si512(dot_acc<D>(_mm256_setzero_si256(), expand_chunk<WB, F>(row + c * WB),
+  // One chunk's lanes (upper half zero): its codes, then each token's dot.
+  auto single_q = [&](int64_t c) __attribute__((always_inline)) {
+    return _mm512_zextsi256_si512(expand_chunk<WB, F>(row + c * WB));
+  };
+  auto single = [&](__m512i q, int64_t c, int t) __attribute__((always_inline)) {
+    return _mm512_zextsi256_si512(dot_acc<D>(_mm256_setzero_si256(), _mm512_castsi512_si256(q),
                                              codes + t * padded + c * 32));
   };
   if (gw == 1) {  // groups of 32: the two chunks of a pair have their own scales (lanes 0..7, 8..15)
+    // Every pair ends in an FMA into the accumulators: two sets, alternating,
+    // so the FMA latency chain (4 cycles a pair at T = 1) does not bound the loop.
     const __m512i halves = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-    int64_t c = 0;
-    for (; c + 2 <= real_words; c += 2) {
+    __m512 acc2[T], sqv2 = _mm512_setzero_ps();
+    for (int t = 0; t < T; ++t) acc2[t] = _mm512_setzero_ps();
+    auto step = [&](int64_t c, __m512* a, __m512& sa) __attribute__((always_inline)) {
       const __m512i q = pair(c);
       const __m512 s = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(_mm_castpd_ps(
                                                          _mm_load_sd(reinterpret_cast<const double*>(srow + c)))));
+      sa = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q, ones)), s, sa);
       for (int t = 0; t < T; ++t) {
         const __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q,
                                               _mm512_loadu_si512(codes + t * padded + c * 32));
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), s, acc[t]);
+        a[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), s, a[t]);
       }
+    };
+    int64_t c = 0;
+    for (; c + 4 <= real_words; c += 4) {
+      step(c, acc, sqv);
+      step(c + 2, acc2, sqv2);
     }
-    if (c < real_words)
-      for (int t = 0; t < T; ++t)
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(single(c, t)), _mm512_set1_ps(srow[c]), acc[t]);
+    if (c + 2 <= real_words) {
+      step(c, acc, sqv);
+      c += 2;
+    }
+    if (c < real_words) {
+      const __m512i q = single_q(c);
+      const __m512 s = _mm512_set1_ps(srow[c]);
+      sqv2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q, ones)), s, sqv2);
+      for (int t = 0; t < T; ++t) acc2[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(single(q, c, t)), s, acc2[t]);
+    }
+    sqv = _mm512_add_ps(sqv, sqv2);
+    for (int t = 0; t < T; ++t) acc[t] = _mm512_add_ps(acc[t], acc2[t]);
   } else {
     for (int64_t g = 0; g < w.groups; ++g) {
-      __m512i gi[T];
+      __m512i gi[T], gq = _mm512_setzero_si512();
       for (int t = 0; t < T; ++t) gi[t] = _mm512_setzero_si512();
       const int64_t c1 = std::min((g + 1) * gw, real_words);
       int64_t c = g * gw;
       for (; c + 2 <= c1; c += 2) {
         const __m512i q = pair(c);
+        gq = _mm512_dpbusd_epi32(gq, q, ones);
         for (int t = 0; t < T; ++t)
           gi[t] = _mm512_dpbusd_epi32(gi[t], q, _mm512_loadu_si512(codes + t * padded + c * 32));
       }
-      if (c < c1)
-        for (int t = 0; t < T; ++t) gi[t] = _mm512_add_epi32(gi[t], single(c, t));
+      if (c < c1) {
+        const __m512i q = single_q(c);
+        gq = _mm512_dpbusd_epi32(gq, q, ones);
+        for (int t = 0; t < T; ++t) gi[t] = _mm512_add_epi32(gi[t], single(q, c, t));
+      }
       const __m512 s = _mm512_set1_ps(srow[g]);
+      sqv = _mm512_fmadd_ps(_mm512_cvtepi32_ps(gq), s, sqv);
       for (int t = 0; t < T; ++t) acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(gi[t]), s, acc[t]);
     }
   }
   for (int t = 0; t < T; ++t) core[t] = hsum512(acc[t]);
+  *sq = hsum512(sqv);
 }
 #endif
 
 // Tokens t0 .. t0 + T - 1 against weight row n: sum_g s_g I_g per token.
 template <int WB, int T, Dot D, bool F>
 __attribute__((noinline)) void int_row(const LinearParams& p, const uint32_t* xplanes, const float* srow,
-                                       int64_t n, int64_t t0, float* core) {
+                                       int64_t n, int64_t t0, float* core, float* sq) {
   const Weight& w = p.w;
   const int64_t gw = group_words(w.group_size, w.k), real_words = (w.k + 31) / 32, padded = w.kw * 32;
   const uint32_t* row = w.planes + n * w.kw * WB;
 #if defined(__AVX512VNNI__)
   if constexpr (D == Dot::kMaddubs || D == Dot::kShifted) {
-    int_row_vnni512<WB, T, D, F>(p, srow, n, t0, core);
+    int_row_vnni512<WB, T, D, F>(p, srow, n, t0, core, sq);
     return;
   }
 #endif
@@ -523,6 +585,16 @@ inline Dot choose_dot(int64_t wbits, int64_t abits) {
 #endif
 }
 
+// Whether int_row forms sum_g s_g Q_g itself (int_row_vnni512) instead of
+// int_rows reading the code sums.
+template <Dot D>
+constexpr bool kSqInCore =
+#if defined(__AVX512VNNI__)
+    D == Dot::kMaddubs || D == Dot::kShifted;
+#else
+    false;
+#endif
+
 // pc [m, groups]: P - zx len per token and group (see RowMeta).
 template <int WB, Dot D, bool F>
 void int_rows(const LinearParams& p, const uint32_t* xplanes, const float* pc) {
@@ -531,19 +603,20 @@ void int_rows(const LinearParams& p, const uint32_t* xplanes, const float* pc) {
     float core[4];
     RowMeta r(G);
     for (int64_t n = n0; n < n1; ++n) {
-      load_row_meta(p.w, n, true, r);
-      const float sq = dot_f32(r.s.data(), r.q.data(), G);
+      prefetch_row_meta(p.w, n + 1, !kSqInCore<D>);
+      load_row_meta(p.w, n, !kSqInCore<D>, r);
+      float sq = kSqInCore<D> ? 0.f : dot_f32(r.s.data(), r.q.data(), G);  // else set by int_row
       const float shift = D == Dot::kShifted ? 128.f : 0.f;  // the cores summed q (p - 128)
       auto done = [&](int64_t t, float c) {
         finish(p, t, n, p.a.scales[t] * (c + (shift - float(p.a.zeros[t])) * sq + dot_f32(r.m.data(), pc + t * G, G)));
       };
       int64_t t = 0;
       for (; t + 4 <= p.m; t += 4) {
-        int_row<WB, 4, D, F>(p, xplanes, r.s.data(), n, t, core);
+        int_row<WB, 4, D, F>(p, xplanes, r.s.data(), n, t, core, &sq);
         for (int i = 0; i < 4; ++i) done(t + i, core[i]);
       }
       for (; t < p.m; ++t) {
-        int_row<WB, 1, D, F>(p, xplanes, r.s.data(), n, t, core);
+        int_row<WB, 1, D, F>(p, xplanes, r.s.data(), n, t, core, &sq);
         done(t, core[0]);
       }
     }
@@ -558,6 +631,7 @@ void float_rows(const LinearParams& p, const float* xsums) {
     float core[4];
     RowMeta r(G);
     for (int64_t n = n0; n < n1; ++n) {
+      prefetch_row_meta(p.w, n + 1, false);
       load_row_meta(p.w, n, false, r);
       int64_t t = 0;
       for (; t + 4 <= p.m; t += 4) {
@@ -646,7 +720,7 @@ void linear(const LinearParams& p) {
 template <int WB>
 void matmul_int_wb(const IntParams& p) {
   const int64_t gw = group_words(p.group_size, p.k), real_words = (p.k + 31) / 32, padded = p.kw * 32;
-  const Dot d = choose_dot(p.wbits, p.abits);
+  [[maybe_unused]] const Dot d = choose_dot(p.wbits, p.abits);
   parallel_for(0, p.n, grain_for(p.kw * 32 * p.m), [&](int64_t n0, int64_t n1) {
     std::vector<uint32_t> xw(size_t(p.abits));
     for (int64_t n = n0; n < n1; ++n) {
