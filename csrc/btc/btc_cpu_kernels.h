@@ -227,6 +227,12 @@ __attribute__((always_inline)) inline __m256i dot_acc(__m256i acc, __m256i q, co
   return _mm256_add_epi32(acc, chunk_dot<D>(q, p));
 }
 
+#if defined(__AVX512F__)
+inline float hsum512(__m512 v) {
+  return hsum256(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
+}
+#endif
+
 inline int32_t hsum_i32(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
@@ -310,10 +316,6 @@ __attribute__((always_inline)) inline __m512i expand_w2_pair(const uint32_t* chu
   const __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(chunks)));
   const __m512i dup = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 0, 0, 0, 1, 1, 1, 1), v);
   return _mm512_and_si512(_mm512_srlv_epi64(dup, _mm512_setr_epi64(0, 2, 4, 6, 0, 2, 4, 6)), _mm512_set1_epi8(3));
-}
-
-inline float hsum512(__m512 v) {
-  return hsum256(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
 }
 
 // int_row with VNNI (D: kMaddubs or kShifted), two chunks per zmm: 64 MACs
@@ -476,12 +478,96 @@ __attribute__((noinline)) void int_row(const LinearParams& p, const uint32_t* xp
 }
 
 // ---- weight-only (fp32 activations) -------------------------------------------
+#if defined(__AVX512F__)
+// Chunk c's codes as fp32: elements 0..15 and 16..31. A W4 nibble field
+// widens its 16 bytes to int32 once and splits the nibbles there.
+template <int WB, bool F>
+__attribute__((always_inline)) inline void chunk_f32x2(const uint32_t* row, int64_t c, __m512& lo, __m512& hi) {
+  prefetch_ahead<WB>(row, c);
+  if constexpr (F && WB == 4) {
+    const __m512i a = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + c * 4)));
+    lo = _mm512_cvtepi32_ps(_mm512_and_si512(a, _mm512_set1_epi32(15)));
+    hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(a, 4));
+  } else {
+    const __m256i q = expand_chunk<WB, F>(row + c * WB);
+    lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(q)));
+    hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm256_extracti128_si256(q, 1)));
+  }
+}
+
+// float_row on 512-bit vectors: a chunk is two FMAs per token. Chunks
+// alternate between two accumulator sets (per group, or per row at group
+// 32, where each chunk's sum is scaled into the row's accumulator), so no
+// single FMA / add latency chain runs through every chunk.
+template <int WB, int T, bool F>
+__attribute__((always_inline)) inline void float_row_avx512(const LinearParams& p, const float* srow, int64_t n,
+                                                             int64_t t0, float* core) {
+  const Weight& w = p.w;
+  const int64_t gw = group_words(w.group_size, w.k), real_words = (w.k + 31) / 32, padded = w.kw * 32;
+  const uint32_t* row = w.planes + n * w.kw * WB;
+  const float* x = p.x + t0 * padded;
+  __m512 acc0[T], acc1[T];
+  for (int t = 0; t < T; ++t) acc0[t] = acc1[t] = _mm512_setzero_ps();
+  auto dots = [&](int64_t c, __m512* out) __attribute__((always_inline)) {  // out[t] = chunk c's q * x, lanes
+    __m512 lo, hi;
+    chunk_f32x2<WB, F>(row, c, lo, hi);
+    for (int t = 0; t < T; ++t) {
+      const float* xt = x + t * padded + c * 32;
+      out[t] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(xt), _mm512_mul_ps(hi, _mm512_loadu_ps(xt + 16)));
+    }
+  };
+  __m512 d0[T], d1[T];
+  if (gw == 1) {
+    int64_t c = 0;
+    for (; c + 2 <= real_words; c += 2) {
+      dots(c, d0);
+      dots(c + 1, d1);
+      const __m512 s0 = _mm512_set1_ps(srow[c]), s1 = _mm512_set1_ps(srow[c + 1]);
+      for (int t = 0; t < T; ++t) {
+        acc0[t] = _mm512_fmadd_ps(d0[t], s0, acc0[t]);
+        acc1[t] = _mm512_fmadd_ps(d1[t], s1, acc1[t]);
+      }
+    }
+    if (c < real_words) {
+      dots(c, d0);
+      for (int t = 0; t < T; ++t) acc0[t] = _mm512_fmadd_ps(d0[t], _mm512_set1_ps(srow[c]), acc0[t]);
+    }
+  } else {
+    for (int64_t g = 0; g < w.groups; ++g) {
+      __m512 g0[T], g1[T];
+      for (int t = 0; t < T; ++t) g0[t] = g1[t] = _mm512_setzero_ps();
+      const int64_t c1 = std::min((g + 1) * gw, real_words);
+      int64_t c = g * gw;
+      for (; c + 2 <= c1; c += 2) {
+        dots(c, d0);
+        dots(c + 1, d1);
+        for (int t = 0; t < T; ++t) {
+          g0[t] = _mm512_add_ps(g0[t], d0[t]);
+          g1[t] = _mm512_add_ps(g1[t], d1[t]);
+        }
+      }
+      if (c < c1) {
+        dots(c, d0);
+        for (int t = 0; t < T; ++t) g0[t] = _mm512_add_ps(g0[t], d0[t]);
+      }
+      const __m512 s = _mm512_set1_ps(srow[g]);
+      __m512* a = g % 2 ? acc1 : acc0;
+      for (int t = 0; t < T; ++t) a[t] = _mm512_fmadd_ps(_mm512_add_ps(g0[t], g1[t]), s, a[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) core[t] = hsum512(_mm512_add_ps(acc0[t], acc1[t]));
+}
+#endif
+
 template <int WB, int T, bool F>
 __attribute__((noinline)) void float_row(const LinearParams& p, const float* srow, int64_t n, int64_t t0,
                                          float* core) {
   const Weight& w = p.w;
   const int64_t gw = group_words(w.group_size, w.k), real_words = (w.k + 31) / 32, padded = w.kw * 32;
   const uint32_t* row = w.planes + n * w.kw * WB;
+#if defined(__AVX512F__)
+  return float_row_avx512<WB, T, F>(p, srow, n, t0, core);
+#endif
 #if defined(__AVX2__)
   __m256 acc[T];
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
