@@ -86,7 +86,8 @@ template <int MB, int R, bool kPrefetch>
           // The same line of the next block's row r (and its metadata, one
           // line per 8 chunks) into L2, as the avx2 unit does: a block's rows
           // are a page or more apart, where the hardware streamer stops, and
-          // the next block's metadata check reads its words first thing.
+          // the next block's metadata check reads its words first thing
+          // (M = 1 bf16 cold 4096^2 ~35 -> ~42 GB/s on Zen 5).
           // (Past the last block this points beyond W: a prefetch never faults.)
           _mm_prefetch(reinterpret_cast<const char*>(v + kBlockRows * values_cols(c.k) + 32 * ch), _MM_HINT_T1);
           if (ch % 8 == 0)
