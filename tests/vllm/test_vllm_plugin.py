@@ -22,8 +22,28 @@ pytestmark = pytest.mark.skipif(not DATA, reason="run by scripts/test_vllm.sh (n
 # transformers returns bf16 logits in bf16 (one rounding: 1/16..1/8 at the
 # magnitudes SmolLM2's logits reach), vLLM computes logprobs in fp32; fp32
 # differs only by the attention kernels' summation order.
+# On a CPU with AVX512_BF16 (Zen 5, 2026-12-02) vLLM's own bf16 kernels round
+# differently again: there even *dense* vLLM flipped 3 of 6 prompts against
+# transformers at reference gaps of 0.000-0.125 (the df11 test prints it), and
+# a token both chose sat up to 0.54 apart after 15 steps. So in bf16 a flip
+# where the reference's own gap is within one bf16 step of the logits
+# (TIE) counts as agreement, and the logprob tolerance is 8 such steps.
 NEAR_TIE = {"float32": 0.05, "bfloat16": 0.5}       # logprob gap that may flip a greedy token
-LOGPROB_TOL = {"float32": 0.02, "bfloat16": 0.5}    # agreement on the tokens both chose
+LOGPROB_TOL = {"float32": 0.02, "bfloat16": 1.0}    # agreement on the tokens both chose
+TIE = {"bfloat16": 0.125}     # bf16: a flip at |gap| <= this is a tie the reference cannot resolve
+
+
+def agreeing(verdicts: list[str], dtype: str) -> int:
+    """Prompts equal, or flipped at a tie at the reference's own resolution."""
+    def ok(v: str) -> bool:
+        return v == "equal" or (dtype in TIE and v.startswith("near-tie")
+                                and abs(float(v.split("gap ")[1].rstrip(")"))) <= TIE[dtype])
+    return sum(ok(v) for v in verdicts)
+
+
+def tokens_matched(verdicts: list[str]) -> int:
+    """Tokens compared and equal before each prompt's first flip (32 per equal prompt)."""
+    return sum(32 if v == "equal" else int(v.split("at ")[1].split(" ")[0]) for v in verdicts)
 
 
 def run(folder: str, dtype: str, eager: bool) -> dict:
@@ -68,7 +88,9 @@ def test_vllm_serves_2_4_checkpoint_like_transformers(folder, dtype, eager):
     ref = json.load(open(os.path.join(DATA, f"reference-{dtype}.json")))
     verdicts = compare(out["outputs"], ref, dtype)
     print(f"{folder} {dtype} {'eager' if eager else 'compiled'}: startup {out['startup_s']:.0f}s; {verdicts}")
-    assert sum(v == "equal" for v in verdicts) >= 4, verdicts  # >= 4 prompts x 32 tokens identical
+    # >= 4 prompts x 32 tokens identical (bf16: or flipped at a tie), and at least a third of all tokens
+    # compared equal before any flip (flips at step 0 everywhere would prove nothing).
+    assert agreeing(verdicts, dtype) >= 4 and tokens_matched(verdicts) >= 32 * len(verdicts) // 3, verdicts
 
 
 def test_vllm_serves_btc_checkpoint_like_transformers():
