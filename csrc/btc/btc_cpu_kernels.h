@@ -364,8 +364,9 @@ __attribute__((always_inline)) inline void int_row_vnni512(const LinearParams& p
     for (int t = 0; t < T; ++t) acc2[t] = _mm512_setzero_ps();
     auto step = [&](int64_t c, __m512* a, __m512& sa) __attribute__((always_inline)) {
       const __m512i q = pair(c);
-      const __m512 s = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(_mm_castpd_ps(
-                                                         _mm_load_sd(reinterpret_cast<const double*>(srow + c)))));
+      double s01;  // the pair's two fp32 scales as one 8-byte load (memcpy: no double* into float storage)
+      std::memcpy(&s01, srow + c, sizeof s01);
+      const __m512 s = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(_mm_castpd_ps(_mm_set_sd(s01))));
       sa = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q, ones)), s, sa);
       for (int t = 0; t < T; ++t) {
         const __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q,
