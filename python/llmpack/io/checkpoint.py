@@ -306,13 +306,21 @@ def _load_llmpack(cfg: dict, qc: dict, reader: _Reader, dtype):
     specs, aliases = qc.get("modules", {}), qc.get("aliases", {})
     if not isinstance(specs, dict) or not isinstance(aliases, dict):
         raise ValueError("config.json: quantization_config.modules and .aliases must be objects")
-    model = _skeleton(cfg, _resolve_dtype(cfg, dtype), reader.nbytes())
+    model_dtype = _resolve_dtype(cfg, dtype)
+    model = _skeleton(cfg, model_dtype, reader.nbytes())
     for name, spec in specs.items():
         try:
             old = model.get_submodule(name)
         except AttributeError:
             raise ValueError(f"config.json: module {name!r} does not exist in this {cfg.get('model_type')} model") from None
         new = module_from_spec(name, spec, dtype)
+        # A SparseLinear computes in its weights' dtype and takes inputs of that
+        # dtype only: one that disagrees with the model around it would load and
+        # then fail at the first forward (found by fuzzing the config).
+        if getattr(new, "computes_in_weight_dtype", False) and new.weight_dtype != model_dtype:
+            raise ValueError(f"config.json: module {name!r} is {str(new.weight_dtype).removeprefix('torch.')} in "
+                             f"its spec, the model is {str(model_dtype).removeprefix('torch.')}; they must match "
+                             "(load(..., dtype=) casts both)")
         if isinstance(old, nn.Linear) and (old.in_features, old.out_features) != (new.in_features, new.out_features):
             raise ValueError(f"config.json: module {name!r} is {new.in_features}->{new.out_features} in the spec, "
                              f"{old.in_features}->{old.out_features} in the model config")

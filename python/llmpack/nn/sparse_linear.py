@@ -29,6 +29,13 @@ class SparseLinear(nn.Module):
     stored zero-padded and inputs are padded to match.
     """
 
+    # The op takes inputs of the weights' dtype only (the loader checks).
+    computes_in_weight_dtype = True
+
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        return self.values.dtype
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  device=None, dtype=None):
         super().__init__()
