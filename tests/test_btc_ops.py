@@ -86,6 +86,10 @@ def test_quantize_activations_bit_exact(abits, symmetric, dtype):
     x = (torch.randn(6, 97, generator=torch.Generator().manual_seed(abits)) * 3).to(dtype)
     x[2] = 0.0          # zero range -> scale 1
     x[3, :50] = 1.5     # ties and repeats
+    # x / scale past 2^22, where the kernel's rounding shortcut ends (fp16: as far as it reaches)
+    big = 3e4 if dtype == torch.float16 else 1e6
+    x[4] = big + x[4].float() * 1e-2
+    x[5, :40] = big * (1.0 if dtype == torch.float16 else 7e24)   # a constant row: scale 1
     planes, scales, zeros, sums = ops.btc_quantize_activations(x, abits, 32, symmetric)
     c, s, z = R.quantize_activations(x, abits, symmetric)
     assert torch.equal(R.unpack_planes(planes, abits, 97), c)
