@@ -143,7 +143,9 @@ void quantize_acts_cpu(const QuantParams& p) {
           std::memset(local + n, 0, size_t(kWordBits - n));
         }
         // A chunk lies in one group: group sizes are multiples of the chunk.
-        sums[p.group_size > 0 ? i0 / p.group_size : 0] += chunk_sum;
+        // Padding chunks past K belong to no group (their index would be
+        // past the last one), and their sum is zero anyway.
+        if (i0 < p.k) sums[p.group_size > 0 ? i0 / p.group_size : 0] += chunk_sum;
         if (codes) std::memcpy(codes + i0, local, kWordBits);
         if (planes) codes_to_planes(local, p.abits, planes + c * p.abits);
       }
