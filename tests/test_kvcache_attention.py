@@ -19,12 +19,14 @@ DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
 
 
-def run_case(lengths, heads_per_kv, page_size, d, dtype, seed=0):
+def run_case(lengths, heads_per_kv, page_size, d, dtype, seed=0, scale=None, q_zero=False):
     lengths = torch.tensor(lengths, dtype=torch.int32)
     b, kv = lengths.shape
     k, v, tables = paged(lengths, page_size, d, dtype, seed)
     q = torch.randn(b, kv * heads_per_kv, d, generator=torch.Generator().manual_seed(seed + 1)).to(dtype)
-    scale = d ** -0.5
+    if q_zero:
+        q.zero_()
+    scale = d ** -0.5 if scale is None else scale
     out, scores = _ops.paged_decode_attention(q, k, v, tables, lengths, scale, True)
     want, want_scores = ref.paged_decode_attention(q, k, v, tables, lengths, scale, True)
     check_output(out, want, v, dtype)
@@ -62,6 +64,15 @@ def test_head_dims(d):
 @pytest.mark.parametrize("d", [7, 24, 80, 136])
 def test_head_blocking(isa, dtype, group, d):
     run_case([[7, 8], [9, 16]], group, 16, d, dtype, seed=group * d)
+
+
+# The vector exponential's edges: a peaked softmax whose small probabilities
+# fall below e^-87 (flushed to 0, as the reference's underflow), and all
+# logits equal (every exponential exactly 1).
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("scale, q_zero", [(60.0, False), (1.0, True)])
+def test_extreme_logits(isa, dtype, scale, q_zero):
+    run_case([[33, 100], [9, 1]], 3, 16, 40, dtype, seed=7, scale=scale, q_zero=q_zero)
 
 
 def test_scores_off_by_default_and_compile():

@@ -4,6 +4,7 @@
 // the AVX2 unit).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "common/cpu_convert.h"
@@ -29,6 +30,36 @@ static inline float hsum256(__m256 a) {
 static inline __m256 load_bf16x8(const uint16_t* h) {
   const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h)));
   return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+#endif
+
+#if defined(__AVX2__) && defined(__FMA__)
+// e^x in the 8 lanes, to ~2 ulp: x = n ln2 + r with |r| <= ln2 / 2 (ln2 in
+// two parts, so r is exact), e^r by its degree-6 Taylor-like polynomial
+// (minimax coefficients of the classic single-precision expf), times 2^n
+// built in the exponent field. Below -87.3 (2^n would leave the normal
+// range) the result is 0, above 88.37 +Inf (a little early: e^x reaches
+// FLT_MAX at 88.72; callers here pass x <= 0); NaN stays NaN.
+static inline __m256 exp256(__m256 x) {
+  const __m256 hi = _mm256_set1_ps(88.37f), lo = _mm256_set1_ps(-87.3f);
+  const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ), over = _mm256_cmp_ps(x, hi, _CMP_GT_OQ);
+  const __m256 xc = _mm256_min_ps(_mm256_max_ps(x, lo), hi);  // NaN: max/min return the 2nd operand...
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), xc);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 poly = _mm256_set1_ps(1.9875691500e-4f);
+  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(1.3981999507e-3f));
+  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(8.3334519073e-3f));
+  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(4.1665795894e-2f));
+  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(1.6666665459e-1f));
+  poly = _mm256_fmadd_ps(poly, r, _mm256_set1_ps(5.0000001201e-1f));
+  poly = _mm256_fmadd_ps(poly, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  __m256 y = _mm256_mul_ps(poly, _mm256_castsi256_ps(e));
+  y = _mm256_andnot_ps(under, y);
+  y = _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), over);
+  return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));  // ...so NaN is put back here
 }
 #endif
 

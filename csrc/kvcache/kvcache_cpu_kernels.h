@@ -59,6 +59,191 @@ struct Split {
   int64_t task, t0, t1;
 };
 
+// The slots [t0, t1) of one (sequence, kv-head) as runs of consecutive pool
+// rows, one per page: `fn(first_row, count, slot_offset)` with slot_offset =
+// slot - t0. One table read per page, not a division per slot.
+//
+// No software prefetch: requesting the rows 4-32 KiB ahead of each pass
+// (pages sit anywhere in the pool, so the hardware prefetchers restart at
+// every page) measured no faster and often slower on cold KV than none, on
+// 1 and 2 threads, in bursts of a page or of 8 rows.
+template <class Fn>
+inline void for_each_page_run(const int32_t* table, int64_t ps, int64_t t0, int64_t t1, Fn&& fn) {
+  for (int64_t t = t0; t < t1;) {
+    const int64_t page = t / ps, in_page = t - page * ps, n = std::min(ps - in_page, t1 - t);
+    fn(int64_t(table[page]) * ps + in_page, n, t - t0);
+    t += n;
+  }
+}
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define LLMPACK_KV_VECTOR 1
+// Register-blocked passes. The portable loops (the #else branches below)
+// widen each K / V row into a buffer, then run one dot product (with its
+// horizontal sum) or one accumulator sweep through memory per query head:
+// 239 ns per slot at GQA group 4, bf16, d = 128, in cache, 1 thread, i.e.
+// 2 GB/s, compute bound whether the KV is cold or not. Here K and V are
+// widened in registers, several rows and heads share each load, the
+// accumulators stay in registers across a page run and the exponentials are
+// vectorised: 73 ns per slot on the same shape. `#pragma GCC unroll` on the
+// small constant loops: without it GCC 12 stores the accumulator arrays to
+// the stack on every row.
+
+// 8 pool values at element `i` as fp32.
+template <Dtype DT>
+inline __m256 load8(const void* base, int64_t i) {
+  if constexpr (DT == Dtype::kF32) return _mm256_loadu_ps(static_cast<const float*>(base) + i);
+  else if constexpr (DT == Dtype::kBF16) return load_bf16x8(static_cast<const uint16_t*>(base) + i);
+  else return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + i)));
+}
+
+template <Dtype DT>
+inline float load1(const void* base, int64_t i) {
+  if constexpr (DT == Dtype::kF32) return static_cast<const float*>(base)[i];
+  else if constexpr (DT == Dtype::kBF16) return bf16_to_f32(static_cast<const uint16_t*>(base)[i]);
+  else return f16_to_f32(static_cast<const uint16_t*>(base)[i]);
+}
+
+// Logits of RB consecutive pool rows from r0 against GB query heads (q [GB, d],
+// scaled): out[g * stride + r]. RB * GB accumulators, one K load per row per
+// 8 dims shared by the GB heads, one q load per head shared by the RB rows.
+template <Dtype DT, int RB, int GB>
+inline void logits_block(const void* pool, int64_t r0, const float* q, int64_t d, float* out, int64_t stride) {
+  __m256 acc[RB][GB];
+  #pragma GCC unroll 8
+  for (int r = 0; r < RB; ++r)
+    #pragma GCC unroll 8
+    for (int g = 0; g < GB; ++g) acc[r][g] = _mm256_setzero_ps();
+  const int64_t d8 = d & ~int64_t(7);
+  for (int64_t i = 0; i < d8; i += 8) {
+    __m256 k[RB];
+    #pragma GCC unroll 8
+    for (int r = 0; r < RB; ++r) k[r] = load8<DT>(pool, (r0 + r) * d + i);
+    #pragma GCC unroll 8
+    for (int g = 0; g < GB; ++g) {
+      const __m256 qv = _mm256_loadu_ps(q + g * d + i);
+      #pragma GCC unroll 8
+      for (int r = 0; r < RB; ++r) acc[r][g] = _mm256_fmadd_ps(k[r], qv, acc[r][g]);
+    }
+  }
+  #pragma GCC unroll 8
+  for (int r = 0; r < RB; ++r)
+    #pragma GCC unroll 8
+    for (int g = 0; g < GB; ++g) {
+      float v = hsum256(acc[r][g]);
+      for (int64_t i = d8; i < d; ++i) v += load1<DT>(pool, (r0 + r) * d + i) * q[g * d + i];
+      out[g * stride + r] = v;
+    }
+}
+
+// Logits of n rows from r0 for GB heads: blocks of RB rows, then single rows.
+template <Dtype DT, int RB, int GB>
+inline void logits_heads(const void* pool, int64_t r0, int64_t n, const float* q, int64_t d, float* out,
+                         int64_t stride) {
+  int64_t j = 0;
+  for (; j + RB <= n; j += RB) logits_block<DT, RB, GB>(pool, r0 + j, q, d, out + j, stride);
+  for (; j < n; ++j) logits_block<DT, 1, GB>(pool, r0 + j, q, d, out + j, stride);
+}
+
+// Logits of a page run (n rows from r0) for all `group` heads, 4 heads at a
+// time: (rows x heads) = 2 x 4, 2 x 3, 4 x 2 or 8 x 1 accumulators.
+template <Dtype DT>
+void logits_run(const void* pool, int64_t r0, int64_t n, const float* q, int64_t group, int64_t d, float* out,
+                int64_t stride) {
+  for (int64_t g0 = 0; g0 < group; g0 += 4) {
+    const float* qg = q + g0 * d;
+    float* o = out + g0 * stride;
+    switch (std::min<int64_t>(4, group - g0)) {
+      case 4: logits_heads<DT, 2, 4>(pool, r0, n, qg, d, o, stride); break;
+      case 3: logits_heads<DT, 2, 3>(pool, r0, n, qg, d, o, stride); break;
+      case 2: logits_heads<DT, 4, 2>(pool, r0, n, qg, d, o, stride); break;
+      default: logits_heads<DT, 8, 1>(pool, r0, n, qg, d, o, stride); break;
+    }
+  }
+}
+
+// acc[g, i..] += sum_j w[g * stride + j] * V[r0 + j, i..] for GB heads and
+// DB * 8 dims from i, the GB * DB accumulators in registers over the run.
+template <Dtype DT, int GB, int DB>
+inline void weighted_block(const void* pool, int64_t r0, int64_t n, const float* w, int64_t stride, float* acc,
+                           int64_t d, int64_t i) {
+  __m256 a[GB][DB];
+  #pragma GCC unroll 8
+  for (int g = 0; g < GB; ++g)
+    #pragma GCC unroll 8
+    for (int b = 0; b < DB; ++b) a[g][b] = _mm256_loadu_ps(acc + g * d + i + 8 * b);
+  for (int64_t j = 0; j < n; ++j) {
+    __m256 v[DB];
+    #pragma GCC unroll 8
+    for (int b = 0; b < DB; ++b) v[b] = load8<DT>(pool, (r0 + j) * d + i + 8 * b);
+    #pragma GCC unroll 8
+    for (int g = 0; g < GB; ++g) {
+      const __m256 wg = _mm256_broadcast_ss(w + g * stride + j);
+      #pragma GCC unroll 8
+      for (int b = 0; b < DB; ++b) a[g][b] = _mm256_fmadd_ps(v[b], wg, a[g][b]);
+    }
+  }
+  #pragma GCC unroll 8
+  for (int g = 0; g < GB; ++g)
+    #pragma GCC unroll 8
+    for (int b = 0; b < DB; ++b) _mm256_storeu_ps(acc + g * d + i + 8 * b, a[g][b]);
+}
+
+template <Dtype DT, int GB, int DB>
+inline void weighted_heads(const void* pool, int64_t r0, int64_t n, const float* w, int64_t stride, float* acc,
+                           int64_t d) {
+  const int64_t d8 = d & ~int64_t(7);
+  int64_t i = 0;
+  for (; i + 8 * DB <= d8; i += 8 * DB) weighted_block<DT, GB, DB>(pool, r0, n, w, stride, acc, d, i);
+  for (; i < d8; i += 8) weighted_block<DT, GB, 1>(pool, r0, n, w, stride, acc, d, i);
+  for (; i < d; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      const float v = load1<DT>(pool, (r0 + j) * d + i);
+      #pragma GCC unroll 8
+      for (int g = 0; g < GB; ++g) acc[g * d + i] += w[g * stride + j] * v;
+    }
+}
+
+// The weighted V of a page run for all `group` heads, 4 heads at a time.
+template <Dtype DT>
+void weighted_run(const void* pool, int64_t r0, int64_t n, const float* w, int64_t group, int64_t stride, float* acc,
+                  int64_t d) {
+  for (int64_t g0 = 0; g0 < group; g0 += 4) {
+    const float* wg = w + g0 * stride;
+    float* a = acc + g0 * d;
+    switch (std::min<int64_t>(4, group - g0)) {
+      case 4: weighted_heads<DT, 4, 2>(pool, r0, n, wg, stride, a, d); break;
+      case 3: weighted_heads<DT, 3, 2>(pool, r0, n, wg, stride, a, d); break;
+      case 2: weighted_heads<DT, 2, 4>(pool, r0, n, wg, stride, a, d); break;
+      default: weighted_heads<DT, 1, 4>(pool, r0, n, wg, stride, a, d); break;
+    }
+  }
+}
+
+// p[t] = exp(p[t] - max(p)) for t < len; returns the sum, *mx the max.
+inline float exp_shifted(float* p, int64_t len, float* mx) {
+  int64_t t = 0;
+  __m256 vm = _mm256_set1_ps(-INFINITY);
+  for (; t + 8 <= len; t += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(p + t));
+  float m = -INFINITY;
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, vm);
+  for (float l : lanes) m = std::max(m, l);
+  for (; t < len; ++t) m = std::max(m, p[t]);
+  const __m256 vmx = _mm256_set1_ps(m);
+  __m256 vs = _mm256_setzero_ps();
+  for (t = 0; t + 8 <= len; t += 8) {
+    const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(p + t), vmx));
+    _mm256_storeu_ps(p + t, e);
+    vs = _mm256_add_ps(vs, e);
+  }
+  float s = hsum256(vs);
+  for (; t < len; ++t) s += p[t] = std::exp(p[t] - m);
+  *mx = m;
+  return s;
+}
+#endif
+
 void attend_split(const DecodeParams& p, const Split& sp, float* m, float* sum, float* acc, float* prob_all,
                   std::vector<float>& ws) {
   const int64_t d = p.head_dim, group = p.num_heads / p.num_kv_heads, ps = p.page_size;
@@ -76,12 +261,25 @@ void attend_split(const DecodeParams& p, const Split& sp, float* m, float* sum, 
     const float* q = widen(p.q, b * p.num_heads + h * group + g, d, p.dtype, row);
     for (int64_t i = 0; i < d; ++i) qf[g * d + i] = q[i] * p.scale;
   }
-  for (int64_t t = sp.t0; t < sp.t1; ++t) {  // 1. logits
-    const float* k = widen(p.k_pages, int64_t(table[t / ps]) * ps + t % ps, d, p.dtype, row);
-    for (int64_t g = 0; g < group; ++g) prob[g * stride + (t - sp.t0)] = dot(qf + g * d, k, d);
-  }
+  for_each_page_run(table, ps, sp.t0, sp.t1, [&](int64_t r0, int64_t n, int64_t off) {  // 1. logits
+#if defined(LLMPACK_KV_VECTOR)
+    switch (p.dtype) {
+      case Dtype::kF32: logits_run<Dtype::kF32>(p.k_pages, r0, n, qf, group, d, prob + off, stride); break;
+      case Dtype::kBF16: logits_run<Dtype::kBF16>(p.k_pages, r0, n, qf, group, d, prob + off, stride); break;
+      case Dtype::kF16: logits_run<Dtype::kF16>(p.k_pages, r0, n, qf, group, d, prob + off, stride); break;
+    }
+#else
+    for (int64_t j = 0; j < n; ++j) {
+      const float* k = widen(p.k_pages, r0 + j, d, p.dtype, row);
+      for (int64_t g = 0; g < group; ++g) prob[g * stride + off + j] = dot(qf + g * d, k, d);
+    }
+#endif
+  });
   for (int64_t g = 0; g < group; ++g) {  // 2. exponentials against the split's max
     float* pg = prob + g * stride;
+#if defined(LLMPACK_KV_VECTOR)
+    sum[g] = exp_shifted(pg, len, &m[g]);
+#else
     const float mx = *std::max_element(pg, pg + len);
     float s = 0.f;
     for (int64_t t = 0; t < len; ++t) {
@@ -90,16 +288,27 @@ void attend_split(const DecodeParams& p, const Split& sp, float* m, float* sum, 
     }
     m[g] = mx;
     sum[g] = s;
+#endif
   }
   std::fill(acc, acc + group * d, 0.f);
-  for (int64_t t = sp.t0; t < sp.t1; ++t) {  // 3. weighted V
-    const float* v = widen(p.v_pages, int64_t(table[t / ps]) * ps + t % ps, d, p.dtype, row);
-    for (int64_t g = 0; g < group; ++g) {
-      const float w = prob[g * stride + (t - sp.t0)];
-      float* a = acc + g * d;
-      for (int64_t i = 0; i < d; ++i) a[i] += w * v[i];  // vectorised by the compiler
+  for_each_page_run(table, ps, sp.t0, sp.t1, [&](int64_t r0, int64_t n, int64_t off) {  // 3. weighted V
+#if defined(LLMPACK_KV_VECTOR)
+    switch (p.dtype) {
+      case Dtype::kF32: weighted_run<Dtype::kF32>(p.v_pages, r0, n, prob + off, group, stride, acc, d); break;
+      case Dtype::kBF16: weighted_run<Dtype::kBF16>(p.v_pages, r0, n, prob + off, group, stride, acc, d); break;
+      case Dtype::kF16: weighted_run<Dtype::kF16>(p.v_pages, r0, n, prob + off, group, stride, acc, d); break;
     }
-  }
+#else
+    for (int64_t j = 0; j < n; ++j) {
+      const float* v = widen(p.v_pages, r0 + j, d, p.dtype, row);
+      for (int64_t g = 0; g < group; ++g) {
+        const float w = prob[g * stride + off + j];
+        float* a = acc + g * d;
+        for (int64_t i = 0; i < d; ++i) a[i] += w * v[i];  // vectorised by the compiler
+      }
+    }
+#endif
+  });
 }
 
 void decode(const DecodeParams& p) {
