@@ -222,7 +222,12 @@ class PagedLayer(CacheLayerMixin):
                 if bool((none_left & evict).any()):  # excluded by make_policy; kept as a tripwire
                     raise RuntimeError("PagedKVCache: no evictable token (every slot is a sink or recent)")
                 slot = torch.where(evict, victim, slot)
-        self._resize(lengths + grow)
+        # Pages change only when a growing row starts a new page; otherwise
+        # (most steps, and every step of a full evicting row) the lengths do.
+        if bool((grow & (lengths % self.page_size == 0)).any()):
+            self._resize(lengths + grow)
+        else:
+            self.lengths = (lengths + grow).to(torch.int32)
         bi, hi = real_bh.nonzero(as_tuple=True)
         s = slot[bi, hi]
         self._write(bi, hi, s, k[bi, hi], v[bi, hi])
