@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX2__)
@@ -145,21 +146,40 @@ inline void logits_heads(const void* pool, int64_t r0, int64_t n, const float* q
   for (; j < n; ++j) logits_block<DT, 1, GB>(pool, r0 + j, q, d, out + j, stride);
 }
 
-// Logits of a page run (n rows from r0) for all `group` heads, 4 heads at a
-// time: (rows x heads) = 2 x 4, 2 x 3, 4 x 2 or 8 x 1 accumulators.
+// fn(std::integral_constant<int, GB>, g0) for the `group` query heads of a
+// kv-head, GB = 4 at a time (the last chunk 1..4): both passes block heads
+// so, with GB as a template parameter of their register blocks.
+template <class Fn>
+inline void for_each_head_chunk(int64_t group, Fn&& fn) {
+  for (int64_t g0 = 0; g0 < group; g0 += 4) {
+    switch (std::min<int64_t>(4, group - g0)) {
+      case 4: fn(std::integral_constant<int, 4>{}, g0); break;
+      case 3: fn(std::integral_constant<int, 3>{}, g0); break;
+      case 2: fn(std::integral_constant<int, 2>{}, g0); break;
+      default: fn(std::integral_constant<int, 1>{}, g0); break;
+    }
+  }
+}
+
+// fn(std::integral_constant<Dtype, DT>) for the pool's dtype.
+template <class Fn>
+inline void with_dtype(Dtype dt, Fn&& fn) {
+  switch (dt) {
+    case Dtype::kF32: fn(std::integral_constant<Dtype, Dtype::kF32>{}); break;
+    case Dtype::kBF16: fn(std::integral_constant<Dtype, Dtype::kBF16>{}); break;
+    case Dtype::kF16: fn(std::integral_constant<Dtype, Dtype::kF16>{}); break;
+  }
+}
+
+// Logits of a page run (n rows from r0) for all `group` heads: (rows x
+// heads) = 2 x 4, 2 x 3, 4 x 2 or 8 x 1 accumulators.
 template <Dtype DT>
 void logits_run(const void* pool, int64_t r0, int64_t n, const float* q, int64_t group, int64_t d, float* out,
                 int64_t stride) {
-  for (int64_t g0 = 0; g0 < group; g0 += 4) {
-    const float* qg = q + g0 * d;
-    float* o = out + g0 * stride;
-    switch (std::min<int64_t>(4, group - g0)) {
-      case 4: logits_heads<DT, 2, 4>(pool, r0, n, qg, d, o, stride); break;
-      case 3: logits_heads<DT, 2, 3>(pool, r0, n, qg, d, o, stride); break;
-      case 2: logits_heads<DT, 4, 2>(pool, r0, n, qg, d, o, stride); break;
-      default: logits_heads<DT, 8, 1>(pool, r0, n, qg, d, o, stride); break;
-    }
-  }
+  for_each_head_chunk(group, [&](auto gb, int64_t g0) {
+    constexpr int GB = decltype(gb)::value, RB = GB == 1 ? 8 : GB == 2 ? 4 : 2;
+    logits_heads<DT, RB, GB>(pool, r0, n, q + g0 * d, d, out + g0 * stride, stride);
+  });
 }
 
 // acc[g, i..] += sum_j w[g * stride + j] * V[r0 + j, i..] for GB heads and
@@ -204,20 +224,15 @@ inline void weighted_heads(const void* pool, int64_t r0, int64_t n, const float*
     }
 }
 
-// The weighted V of a page run for all `group` heads, 4 heads at a time.
+// The weighted V of a page run for all `group` heads: (heads x 8-column
+// blocks) = 4 x 2, 3 x 2, 2 x 4 or 1 x 4 accumulators.
 template <Dtype DT>
 void weighted_run(const void* pool, int64_t r0, int64_t n, const float* w, int64_t group, int64_t stride, float* acc,
                   int64_t d) {
-  for (int64_t g0 = 0; g0 < group; g0 += 4) {
-    const float* wg = w + g0 * stride;
-    float* a = acc + g0 * d;
-    switch (std::min<int64_t>(4, group - g0)) {
-      case 4: weighted_heads<DT, 4, 2>(pool, r0, n, wg, stride, a, d); break;
-      case 3: weighted_heads<DT, 3, 2>(pool, r0, n, wg, stride, a, d); break;
-      case 2: weighted_heads<DT, 2, 4>(pool, r0, n, wg, stride, a, d); break;
-      default: weighted_heads<DT, 1, 4>(pool, r0, n, wg, stride, a, d); break;
-    }
-  }
+  for_each_head_chunk(group, [&](auto gb, int64_t g0) {
+    constexpr int GB = decltype(gb)::value, DB = GB <= 2 ? 4 : 2;
+    weighted_heads<DT, GB, DB>(pool, r0, n, w + g0 * stride, stride, acc + g0 * d, d);
+  });
 }
 
 // p[t] = exp(p[t] - max(p)) for t < len; returns the sum, *mx the max.
@@ -263,11 +278,9 @@ void attend_split(const DecodeParams& p, const Split& sp, float* m, float* sum, 
   }
   for_each_page_run(table, ps, sp.t0, sp.t1, [&](int64_t r0, int64_t n, int64_t off) {  // 1. logits
 #if defined(LLMPACK_KV_VECTOR)
-    switch (p.dtype) {
-      case Dtype::kF32: logits_run<Dtype::kF32>(p.k_pages, r0, n, qf, group, d, prob + off, stride); break;
-      case Dtype::kBF16: logits_run<Dtype::kBF16>(p.k_pages, r0, n, qf, group, d, prob + off, stride); break;
-      case Dtype::kF16: logits_run<Dtype::kF16>(p.k_pages, r0, n, qf, group, d, prob + off, stride); break;
-    }
+    with_dtype(p.dtype, [&](auto dt) {
+      logits_run<decltype(dt)::value>(p.k_pages, r0, n, qf, group, d, prob + off, stride);
+    });
 #else
     for (int64_t j = 0; j < n; ++j) {
       const float* k = widen(p.k_pages, r0 + j, d, p.dtype, row);
@@ -293,11 +306,9 @@ void attend_split(const DecodeParams& p, const Split& sp, float* m, float* sum, 
   std::fill(acc, acc + group * d, 0.f);
   for_each_page_run(table, ps, sp.t0, sp.t1, [&](int64_t r0, int64_t n, int64_t off) {  // 3. weighted V
 #if defined(LLMPACK_KV_VECTOR)
-    switch (p.dtype) {
-      case Dtype::kF32: weighted_run<Dtype::kF32>(p.v_pages, r0, n, prob + off, group, stride, acc, d); break;
-      case Dtype::kBF16: weighted_run<Dtype::kBF16>(p.v_pages, r0, n, prob + off, group, stride, acc, d); break;
-      case Dtype::kF16: weighted_run<Dtype::kF16>(p.v_pages, r0, n, prob + off, group, stride, acc, d); break;
-    }
+    with_dtype(p.dtype, [&](auto dt) {
+      weighted_run<decltype(dt)::value>(p.v_pages, r0, n, prob + off, group, stride, acc, d);
+    });
 #else
     for (int64_t j = 0; j < n; ++j) {
       const float* v = widen(p.v_pages, r0 + j, d, p.dtype, row);
