@@ -24,7 +24,7 @@ from _harness import Cold, dram_roof_gbps, timeit_interleaved  # noqa: E402
 import llmpack  # noqa: E402
 from llmpack import _ops  # noqa: E402
 
-PAGE = 16
+PAGE = 64  # PagedKVCache's default page size
 
 
 def make_paged(b, kv, length, d, dtype, g):

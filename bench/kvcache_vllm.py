@@ -51,7 +51,7 @@ import torch.nn.functional as F  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _harness import Cold, dram_roof_gbps, timeit_interleaved  # noqa: E402
 
-PAGE = 16  # llmpack's page size (its default in llmpack.kv)
+PAGE = 64  # llmpack's page size (its default in llmpack.kv; --page changes it)
 BLOCK = 128  # vLLM's block size (the CPU platform's default block_size)
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}
 TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 5e-3}
@@ -113,9 +113,10 @@ def load_vllm():
 # --------------------------------------------------------------------------
 # One shape's K/V in the three layouts
 # --------------------------------------------------------------------------
-def make_case(vl: Vllm, b, heads, kv, d, lens, dtype, g, page=PAGE, block=BLOCK):
+def make_case(vl: Vllm, b, heads, kv, d, lens, dtype, g, page=None, block=BLOCK):
     """Random K/V of b sequences (lens[i] tokens each) x kv heads, as
     (llmpack args, SDPA args, vLLM args); pages and blocks in shuffled order."""
+    page = page or PAGE
     lmax = max(lens)
     kc = torch.randn(b, kv, lmax, d, generator=g).to(dtype)
     vc = torch.randn(b, kv, lmax, d, generator=g).to(dtype)
@@ -299,12 +300,16 @@ def row(vl: Vllm, length, heads, kv, d, b, dtype, roof, copies=None, vllm_ok=Tru
 
 
 def main():
+    global PAGE
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="1k/4k context, bf16 only")
     ap.add_argument("--tiny", action="store_true",
                     help="correctness sweep + a few small rows on cache-resident data (seconds)")
     ap.add_argument("--threads", type=int, default=0, help="torch/OpenMP threads (default: torch's)")
+    ap.add_argument("--page", type=int, default=PAGE,
+                    help="llmpack's page size (slots per page; 128 = vLLM's CPU block size)")
     args = ap.parse_args()
+    PAGE = args.page
 
     vl, why = load_vllm()
     if vl is None:

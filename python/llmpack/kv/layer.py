@@ -38,7 +38,7 @@ class PagedLayer(CacheLayerMixin):
     is_croppable = False
     is_sliding = False
 
-    def __init__(self, policies: list[Policy], page_size: int = 16, dtype: torch.dtype | None = None):
+    def __init__(self, policies: list[Policy], page_size: int = 64, dtype: torch.dtype | None = None):
         super().__init__()
         self.policies, self.page_size, self.kv_dtype = policies, int(page_size), dtype
         self.columns = 0          # tokens seen, padding included (what get_seq_length reports)
