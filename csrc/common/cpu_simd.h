@@ -72,12 +72,18 @@ static inline void widen_bf16(const uint16_t* h, int64_t n, float* out) {
   for (; i < n; ++i) out[i] = bf16_to_f32(h[i]);
 }
 
+#if defined(__F16C__)
+// 8 fp16 values as fp32.
+static inline __m256 load_f16x8(const uint16_t* h) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h)));
+}
+#endif
+
 // n fp16 values as fp32 (F16C where the unit has it).
 static inline void widen_f16(const uint16_t* h, int64_t n, float* out) {
   int64_t i = 0;
 #if defined(__F16C__)
-  for (; i + 8 <= n; i += 8)
-    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))));
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, load_f16x8(h + i));
 #endif
   for (; i < n; ++i) out[i] = f16_to_f32(h[i]);
 }

@@ -95,7 +95,7 @@ template <Dtype DT>
 inline __m256 load8(const void* base, int64_t i) {
   if constexpr (DT == Dtype::kF32) return _mm256_loadu_ps(static_cast<const float*>(base) + i);
   else if constexpr (DT == Dtype::kBF16) return load_bf16x8(static_cast<const uint16_t*>(base) + i);
-  else return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + i)));
+  else return load_f16x8(static_cast<const uint16_t*>(base) + i);
 }
 
 template <Dtype DT>

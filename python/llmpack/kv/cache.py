@@ -20,11 +20,11 @@ class PagedKVCache(Cache):
     protected recent window (default: the whole budget left by the sinks, or
     half of it for the H2O policies); reposition: rotate kept keys to their
     positions inside the cache (default: only "sink", as StreamingLLM does);
-    page_size: slots per page (64 by default: the decode kernel reads
-    each page as one run of rows, and on cold KV pages of 16 slots ran it
-    1.3-1.7x slower than 64, 128 another 5-15 % faster than 64; a page is
-    also what a (sequence, kv-head) over-allocates at most); dtype: storage dtype of K/V (default: the
-    model's). ``policy`` may also be a list of per-row policies (str, dict of
+    page_size: slots per page (64 by default: the decode kernel reads each
+    page as one run of rows, and on cold KV 16-slot pages ran it 1.3-1.8x
+    slower than 64, 128 another 5-15 % faster; a page is also the most a
+    (sequence, kv-head) over-allocates); dtype: storage dtype of K/V
+    (default: the model's). ``policy`` may also be a list of per-row policies (str, dict of
     these arguments, or ``Policy``), one per batch row, to compare policies
     side by side in one pass.
 
