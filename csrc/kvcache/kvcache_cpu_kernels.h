@@ -73,22 +73,27 @@ inline void for_each_page_run(const int32_t* table, int64_t ps, int64_t t0, int6
   }
 }
 
-// A page run in chunks of kChunkRows rows, `fn(first_row, count, row_offset)`;
-// before each chunk the next chunk of the run is prefetched into L1. The
-// hardware prefetchers stop at every 4 KiB (a page of 8 fp32 rows of 128
-// dims) and the weighted-V pass sweeps a chunk once per 8-column block, so
-// without this a core computes while its next rows are still in DRAM: cold
-// KV, 2 threads, 4k slots, GQA 32/8 fp32 1.32-1.36x, MHA fp32 1.14-1.20x,
-// GQA bf16 1.11-1.12x, SmolLM2's 9/3 x 64 fp32 at batch 8 1.16-1.18x faster
-// (alternating runs, same process). Prefetching across pages too (the next
-// page of the table) measured no faster than no prefetch at all.
-constexpr int64_t kChunkRows = 8;
+// A page run in chunks of kChunkRows rows, `fn(first_row, count, row_offset)`,
+// software-prefetched into L1: the first chunk as the run starts, then the
+// next chunk of the run before each chunk. The hardware prefetchers stop at
+// every 4 KiB (8 fp32 rows of 128 dims) and each page run starts at a new
+// place in the pool, so without this a core computes while its next rows are
+// still in DRAM. Cold KV, 2 threads, 4k slots, alternating in one process:
+// chunks of 8 rows with the next one prefetched were 1.1-1.36x faster than
+// no prefetch (GQA 32/8 fp32 most); chunks of 4 rows plus the run's first
+// chunk 1.09-1.17x faster again. Chunks of 2 or 8 rows, prefetching two chunks
+// ahead, or into L2 (prefetcht1/t2) instead were no faster.
+constexpr int64_t kChunkRows = 4;
+inline void prefetch_rows(const void* pool, int64_t row, int64_t rows, int64_t row_bytes) {
+  const char* at = static_cast<const char*>(pool) + row * row_bytes;
+  for (int64_t x = 0; x < rows * row_bytes; x += 64) __builtin_prefetch(at + x, 0, 3);
+}
 template <class Fn>
 inline void for_each_chunk(const void* pool, int64_t row_bytes, int64_t r0, int64_t n, Fn&& fn) {
+  prefetch_rows(pool, r0, std::min(kChunkRows, n), row_bytes);
   for (int64_t j0 = 0; j0 < n; j0 += kChunkRows) {
     const int64_t rows = std::min(kChunkRows, n - j0), next = std::min(kChunkRows, n - j0 - rows);
-    const char* ahead = static_cast<const char*>(pool) + (r0 + j0 + rows) * row_bytes;
-    for (int64_t x = 0; x < next * row_bytes; x += 64) __builtin_prefetch(ahead + x, 0, 3);
+    if (next > 0) prefetch_rows(pool, r0 + j0 + rows, next, row_bytes);
     fn(r0 + j0, rows, j0);
   }
 }
@@ -190,12 +195,12 @@ inline void with_dtype(Dtype dt, Fn&& fn) {
 }
 
 // Logits of a page run (n rows from r0) for all `group` heads: (rows x
-// heads) = 2 x 4, 2 x 3, 4 x 2 or 8 x 1 accumulators.
+// heads) = 2 x 4, 2 x 3, 4 x 2 or 4 x 1 accumulators (at most kChunkRows rows).
 template <Dtype DT>
 void logits_run(const void* pool, int64_t r0, int64_t n, const float* q, int64_t group, int64_t d, float* out,
                 int64_t stride) {
   for_each_head_chunk(group, [&](auto gb, int64_t g0) {
-    constexpr int GB = decltype(gb)::value, RB = GB == 1 ? 8 : GB == 2 ? 4 : 2;
+    constexpr int GB = decltype(gb)::value, RB = GB <= 2 ? 4 : 2;
     logits_heads<DT, RB, GB>(pool, r0, n, q + g0 * d, d, out + g0 * stride, stride);
   });
 }
