@@ -34,6 +34,16 @@ LLMPACK_LIBRARY(m) {
   // Layout in csrc/kvcache/kvcache.h.
   m.def("paged_decode_attention(Tensor q, Tensor k_pages, Tensor v_pages, Tensor block_tables, Tensor lengths, "
         "float scale, bool return_scores=False) -> (Tensor out, Tensor scores)");
+  // One decode step of PagedKVCache's bookkeeping (CPU): per (sequence, kv-head) of a real token, the slot
+  // it takes (the next one below the budget, popping a free page when it starts a page; else the policy's
+  // victim: lowest heavy_scores (H2O) or oldest token, sinks and the recent window excluded), its K / V rows,
+  // token index, rotation and a zeroed score written there; lengths, tables, num_free and seen updated.
+  // Returns (slot int64 [B, Hkv], -1 = padding; status int64 [1]: 0, or how many free pages / table
+  // pages are missing, with nothing written). Rule and layout in csrc/kvcache/kvcache_append.cpp.
+  m.def("paged_kv_append(Tensor(a!) k_pages, Tensor(b!) v_pages, Tensor(c!) block_tables, Tensor(d!) lengths, "
+        "Tensor(e!) token_index, Tensor(f!) rotation, Tensor(g!) heavy_scores, Tensor free_pages, "
+        "Tensor(h!) num_free, Tensor(i!) seen, Tensor k, Tensor v, Tensor pos, Tensor real, Tensor budget, "
+        "Tensor sinks, Tensor recent, Tensor heavy) -> (Tensor slot, Tensor status)");
   // BTC weight packer: codes uint8 [N, K] (each < 2^wbits) -> (planes int32 [N, k_words(K), wbits],
   // code_sums int32 [N, groups]); bit-plane layout in csrc/btc/btc.h.
   m.def("btc_pack(Tensor codes, int wbits, int group_size) -> (Tensor planes, Tensor code_sums)");

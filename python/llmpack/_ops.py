@@ -152,6 +152,12 @@ def _(q, k_pages, v_pages, block_tables, lengths, scale, return_scores=False):
     return q.new_empty(q.shape), scores
 
 
+@torch.library.register_fake("llmpack::paged_kv_append")
+def _(k_pages, v_pages, block_tables, lengths, token_index, rotation, heavy_scores, free_pages, num_free, seen,
+      k, v, pos, real, budget, sinks, recent, heavy):
+    return k.new_empty(k.shape[:2], dtype=torch.long), k.new_empty(1, dtype=torch.long)
+
+
 def paged_decode_attention(q, k_pages, v_pages, block_tables, lengths, scale: float, return_scores: bool = False):
     """Decode attention over a paged KV cache (layout: csrc/kvcache/kvcache.h):
     ``q [B, Hq, D]``, pools ``[num_pages, page_size, D]``, ``block_tables``

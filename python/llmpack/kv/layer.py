@@ -66,8 +66,8 @@ class PagedLayer(CacheLayerMixin):
         self.any_heavy, self.any_repos = bool(self.heavy.any()), bool(self.repos.any())
         self.k_pages = torch.empty(0, self.page_size, d, dtype=self.dtype, device=dev)
         self.v_pages = torch.empty_like(self.k_pages)
-        self.free = torch.empty(0, dtype=torch.long, device=dev)   # stack of free page ids
-        self.n_free = 0
+        self.free = torch.empty(0, dtype=torch.long, device=dev)   # stack of free page ids: free[:num_free]
+        self.num_free = torch.zeros(1, dtype=torch.long, device=dev)  # a tensor: paged_kv_append pops pages
         self.tables = torch.full((b, h, 0), -1, dtype=torch.int32, device=dev)
         self.lengths = torch.zeros(b, h, dtype=torch.int32, device=dev)
         self.tok = torch.empty(b, h, 0, dtype=torch.long, device=dev)      # token index in its sequence
@@ -147,22 +147,32 @@ class PagedLayer(CacheLayerMixin):
         if self.any_repos:
             self.k_orig = pad(self.k_orig, 0.0)
 
+    @property
+    def n_free(self) -> int:
+        return int(self.num_free)
+
+    def _reserve_pages(self, n: int) -> None:
+        """Grow the pool (doubling) until at least n pages are free."""
+        n_free = self.n_free
+        if n <= n_free:
+            return
+        old = self.k_pages.shape[0]
+        new = max(2 * old, old + n - n_free, 16)
+        more = torch.empty(new - old, self.page_size, self.head_dim, dtype=self.dtype, device=self.device)
+        self.k_pages = torch.cat([self.k_pages, more])
+        self.v_pages = torch.cat([self.v_pages, torch.empty_like(more)])
+        self.free = torch.cat([self.free[:n_free], torch.arange(old, new, device=self.device)])
+        self.num_free.fill_(n_free + new - old)
+
     def _pop_pages(self, n: int) -> torch.Tensor:
-        if n > self.n_free:
-            old = self.k_pages.shape[0]
-            new = max(2 * old, old + n - self.n_free, 16)
-            more = torch.empty(new - old, self.page_size, self.head_dim, dtype=self.dtype, device=self.device)
-            self.k_pages = torch.cat([self.k_pages, more])
-            self.v_pages = torch.cat([self.v_pages, torch.empty_like(more)])
-            fresh = torch.arange(old, new, device=self.device)
-            self.free = torch.cat([self.free[:self.n_free], fresh])
-            self.n_free += new - old
-        self.n_free -= n
-        return self.free[self.n_free:self.n_free + n].clone()
+        self._reserve_pages(n)
+        self.num_free -= n
+        n_free = self.n_free
+        return self.free[n_free:n_free + n].clone()
 
     def _push_pages(self, ids: torch.Tensor) -> None:
         self.free = torch.cat([self.free[:self.n_free], ids.long()])
-        self.n_free += ids.numel()
+        self.num_free += ids.numel()
 
     def _page_span(self, lengths: torch.Tensor) -> torch.Tensor:
         return (lengths.long() + self.page_size - 1) // self.page_size
@@ -209,7 +219,36 @@ class PagedLayer(CacheLayerMixin):
 
     def append_decode(self, k, v, pos, real) -> None:
         """k, v [B, Hkv, D]; pos [B] the position each key was rotated to;
-        real [B] bool (False: a padding column, not stored)."""
+        real [B] bool (False: a padding column, not stored). On CPU one call
+        of the paged_kv_append op; elsewhere the same step in tensor ops."""
+        pos, real = pos.long().contiguous(), real.bool().contiguous()
+        if self.device.type == "cpu":
+            self._append_native(k, v, pos, real)
+        else:
+            self._append_tensor_ops(k, v, pos, real)
+        if self.any_repos:
+            self._reposition(pos)
+
+    def _append_native(self, k, v, pos, real) -> None:
+        kp, vp = k.to(self.dtype).contiguous(), v.to(self.dtype).contiguous()
+        for _ in range(2):
+            slot, status = torch.ops.llmpack.paged_kv_append(
+                self.k_pages, self.v_pages, self.tables, self.lengths, self.tok, self.rot, self.acc, self.free,
+                self.num_free, self.seen, kp, vp, pos, real, self.budget, self.sinks, self.recent, self.heavy)
+            if not int(status):
+                break
+            # Rare (a row starts a page beyond the pool or its table): make room for every row, call again.
+            self._ensure_capacity(int(self.lengths.max()) + 1)
+            self._reserve_pages(self.batch_size * self.kv_heads)
+        else:  # pragma: no cover - the room made above always suffices
+            raise RuntimeError("PagedKVCache: paged_kv_append found no room after growing the pool")
+        if self.any_repos:
+            bi, hi = (slot >= 0).nonzero(as_tuple=True)
+            s = slot[bi, hi]
+            self.k_orig[bi, hi, s] = k[bi, hi].float()
+            self.orig_rot[bi, hi, s] = pos[bi]
+
+    def _append_tensor_ops(self, k, v, pos, real) -> None:
         b, h = self.batch_size, self.kv_heads
         lengths = self.lengths.long()
         real_bh = real[:, None].expand(b, h)
@@ -238,8 +277,6 @@ class PagedLayer(CacheLayerMixin):
             self.k_orig[bi, hi, s] = k[bi, hi].float()
             self.orig_rot[bi, hi, s] = pos[bi]
         self.seen += real.long()
-        if self.any_repos:
-            self._reposition(pos)
 
     def _reposition(self, query_pos: torch.Tensor) -> None:
         """Rotate the keys of re-positioning rows so that the query, rotated to

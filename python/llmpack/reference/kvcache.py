@@ -3,6 +3,8 @@ tests/test_kvcache_attention.py; layout in csrc/kvcache/kvcache.h): de-page
 each (sequence, kv-head)'s used slots, then softmax attention in fp32."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -94,3 +96,51 @@ class EvictingHeadReference:
 
     def tokens(self) -> list[int]:
         return sorted(e["tok"] for e in self.kept)
+
+
+# ---- one decode step of the cache's bookkeeping (oracle of torch.ops.llmpack.paged_kv_append) ---------------
+
+def paged_kv_append(k_pages, v_pages, block_tables, lengths, token_index, rotation, heavy_scores, free_pages,
+                    num_free, seen, k, v, pos, real, budget, sinks, recent, heavy):
+    """The op's rule (csrc/kvcache/kvcache_append.cpp), one (sequence,
+    kv-head) at a time, mutating the same tensors; returns (slot, status)."""
+    batch, heads = k.shape[:2]
+    page_size, max_pages = k_pages.shape[1], block_tables.shape[2]
+    slot = torch.full((batch, heads), -1, dtype=torch.long)
+    new_pages = missing = 0
+    for b in range(batch):
+        for h in range(heads):
+            n = int(lengths[b, h])
+            if not bool(real[b]):
+                continue
+            if n < int(budget[b]):
+                slot[b, h] = n
+                if n % page_size == 0:
+                    new_pages += 1
+                    missing += n // page_size >= max_pages
+                continue
+            tok = token_index[b, h, :n].tolist()
+            evictable = [s for s in range(n) if int(sinks[b]) <= tok[s] <= int(seen[b]) - int(recent[b])]
+            if not evictable:
+                raise RuntimeError(f"sequence {b}, kv-head {h} has no evictable token")
+            prio = heavy_scores[b, h].double() if bool(heavy[b]) else token_index[b, h].double()
+            key = lambda s: (-math.inf if math.isnan(float(prio[s])) else float(prio[s]), s)  # noqa: E731
+            slot[b, h] = min(evictable, key=key)
+    if new_pages > int(num_free[0]) or missing:
+        return slot, torch.tensor([max(new_pages - int(num_free[0]), 0) + missing])
+    for b in range(batch):
+        for h in range(heads):
+            t = int(slot[b, h])
+            if t < 0:
+                continue
+            if t == int(lengths[b, h]):
+                if t % page_size == 0:
+                    num_free[0] -= 1
+                    block_tables[b, h, t // page_size] = int(free_pages[int(num_free[0])])
+                lengths[b, h] += 1
+            row = int(block_tables[b, h, t // page_size]) * page_size + t % page_size
+            k_pages.view(-1, k_pages.shape[-1])[row] = k[b, h]
+            v_pages.view(-1, v_pages.shape[-1])[row] = v[b, h]
+            token_index[b, h, t], rotation[b, h, t], heavy_scores[b, h, t] = seen[b], pos[b], 0.0
+    seen += real.long()
+    return slot, torch.tensor([0])
