@@ -34,12 +34,12 @@ LLMPACK_LIBRARY(m) {
   // Layout in csrc/kvcache/kvcache.h.
   m.def("paged_decode_attention(Tensor q, Tensor k_pages, Tensor v_pages, Tensor block_tables, Tensor lengths, "
         "float scale, bool return_scores=False) -> (Tensor out, Tensor scores)");
-  // One decode step of PagedKVCache's bookkeeping (CPU): per (sequence, kv-head) of a real token, the slot
+  // One decode step of PagedKVCache's bookkeeping (CPU and CUDA): per (sequence, kv-head) of a real token, the slot
   // it takes (the next one below the budget, popping a free page when it starts a page; else the policy's
   // victim: lowest heavy_scores (H2O) or oldest token, sinks and the recent window excluded), its K / V rows,
   // token index, rotation and a zeroed score written there; lengths, tables, num_free and seen updated.
   // Returns (slot int64 [B, Hkv], -1 = padding; status int64 [1]: 0, or how many free pages / table
-  // pages are missing, with nothing written). Rule and layout in csrc/kvcache/kvcache_append.cpp.
+  // pages are missing, with nothing written). Rule and layout in csrc/kvcache/kvcache_append.h.
   m.def("paged_kv_append(Tensor(a!) k_pages, Tensor(b!) v_pages, Tensor(c!) block_tables, Tensor(d!) lengths, "
         "Tensor(e!) token_index, Tensor(f!) rotation, Tensor(g!) heavy_scores, Tensor free_pages, "
         "Tensor(h!) num_free, Tensor(i!) seen, Tensor k, Tensor v, Tensor pos, Tensor real, Tensor budget, "

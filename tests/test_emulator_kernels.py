@@ -25,7 +25,8 @@ from llmpack.reference import sparse24_cutlass as ref_cutlass
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "simt"))
 import simt_support as simt  # noqa: E402
-from kv_pools import check_output, kv_pool  # noqa: E402
+from kv_pools import (POLICY_SETS, append_bad_cases, check_output, kv_pool, spoiled_state,  # noqa: E402
+                      steps_match_reference)
 
 N_VALUES = (1, 7, 97)
 K_VALUES = (4, 12, 36)
@@ -267,6 +268,22 @@ def paged_decode_attention(ops, case):
     torch.testing.assert_close(scores.sum(-1)[has], torch.full_like(scores.sum(-1)[has], float(group)),
                                rtol=1e-4, atol=1e-4)
 
+
+# ---- paged_kv_append: a decode step's bookkeeping in one block ------------------------------------
+# (dtype, page_size, policy set of kv_pools.POLICY_SETS): every policy at odd pages of 3 slots,
+# the mixed batch at 1- and 16-slot pages in the other dtypes; 20 steps each, against the reference.
+APPEND_CASES = ([(torch.float32, 3, pols) for pols in POLICY_SETS]
+                + [(dt, ps, "mixed") for dt in (torch.float16, torch.bfloat16) for ps in (1, 16)])
+
+
+@kernel_check(covers=("paged_kv_append",), cases=APPEND_CASES)
+def paged_kv_append(ops, case):
+    dtype, page_size, pols = case
+    before = ops.counters()["launches"]
+    steps_match_reference(ops.paged_kv_append, dtype, page_size, POLICY_SETS[pols], steps=20)
+    assert ops.counters()["launches"] - before == 20, "expected one launch per step"
+
+
 @pytest.mark.parametrize("name,case", list(_cases()))
 def test_kernel_matches_reference(ops, schedule, name, case):
     KERNEL_CHECKS[name][0](ops, case)
@@ -426,3 +443,24 @@ def test_paged_attention_empty_batch_launches_nothing(ops):
                                              torch.zeros(0, 2, dtype=torch.int32), 0.5, True)
     assert out.shape == (0, 4, 8) and scores.shape == (0, 2, 80)
     assert ops.counters()["launches"] == before
+
+
+@pytest.mark.parametrize("case", list(append_bad_cases()), ids=lambda c: c[0].__name__)
+def test_append_errors_match_the_cpu_path(ops, case):
+    """Bad state found on the device (or by the shared argument checks):
+    the CPU path's message, and every tensor left as it was."""
+    from llmpack import _ops
+
+    spoil, msg = case
+    messages = []
+    for fn in (_ops.paged_kv_append, ops.paged_kv_append):
+        st, pol, io = spoiled_state(spoil)
+        before = {n: t.clone() for n, t in st.items()}
+        with pytest.raises(RuntimeError, match=msg) as err:
+            fn(*(st[n] for n in ("k_pages", "v_pages", "block_tables", "lengths", "token_index", "rotation",
+                                 "heavy_scores", "free_pages", "num_free", "seen")),
+               io["k"], io["v"], io["pos"], io["real"], pol["budget"], pol["sinks"], pol["recent"], pol["heavy"])
+        messages.append(str(err.value))
+        for n in st:
+            assert torch.equal(torch.nan_to_num(st[n].float()), torch.nan_to_num(before[n].float())), n
+    assert messages[0] == messages[1]

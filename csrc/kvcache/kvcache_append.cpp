@@ -1,36 +1,16 @@
-// paged_kv_append: one decode step of the paged cache's bookkeeping in one
-// call (CPU). Per (sequence b, kv-head h) of a real token: below its budget
-// the token takes slot lengths[b, h] (popping a page from the free stack when
-// that slot starts a page); at its budget it takes the slot of the victim the
-// policy picks (below); then its K / V rows, token index, rotation position
-// and a zeroed heavy-hitter score are written there. Padding tokens (real[b]
-// false) are not stored.
-//
-// Victim of (b, h): among the used slots s whose token is neither a sink
-// (token_index < sinks[b]) nor in the recent window (token_index >
-// seen[b] - recent[b]), the lowest heavy_scores[b, h, s] when heavy[b] (H2O)
-// or the lowest token index otherwise (the oldest); the first slot on ties,
-// a NaN score lowest of all.
-// python/llmpack/reference/kvcache.py:paged_kv_append is the same rule in
-// plain PyTorch, and python/llmpack/kv/policy.py says why each policy is
-// this rule with its own budget / sinks / recent.
-//
-// All-or-nothing: every slot is chosen and every table entry and free page is
-// checked before anything is written. When the free stack holds fewer pages
-// than the step needs, or a row would outgrow its block table, nothing is
-// written and status[0] says how many pages are missing (the caller grows the
-// pool and tables, then calls again); otherwise status[0] = 0.
+// torch glue of paged_kv_append (the step's rule, layout and phases:
+// kvcache_append.h): argument checks written once for both devices, the CPU
+// path (the header's phases in loops) and the CUDA path (one kernel, errors
+// through a device slot), and the error messages of both.
 //
 // Why an op: the same step as ~60 small tensor ops cost ~0.6 ms per layer
 // per token in eager PyTorch (SmolLM2, 30 layers: ~18 % of a decode step);
 // the work itself is a few hundred bytes per kv-head.
-#include <cstring>
-#include <limits>
 #include <tuple>
-#include <vector>
 
 #include "common/registration.h"
 #include "common/torch_utils.h"
+#include "kvcache/kvcache_append.h"
 
 namespace llmpack::kvcache {
 namespace {
@@ -53,8 +33,8 @@ Step check_append_args(const Tensor& k_pages, const Tensor& v_pages, const Tenso
       {&pos, "pos"}, {&real, "real"}, {&budget, "budget"}, {&sinks, "sinks"}, {&recent, "recent"},
       {&heavy, "heavy"}};
   for (const auto& [t, name] : all) {
-    LLMPACK_CHECK(t->is_cpu(), kOp, ": ", name, " must be a CPU tensor (the op is the CPU path of "
-                  "PagedKVCache's bookkeeping)");
+    check_cpu_or_cuda(*t, kOp, name);
+    check_same_device(k_pages, *t, kOp, "k_pages", name);
     // Mutated in place, so no contiguous copy may stand in for them; the read-only ones must be dense too
     // (they are the cache's own tensors).
     LLMPACK_CHECK(t->is_contiguous(), kOp, ": ", name, " must be contiguous");
@@ -109,21 +89,100 @@ Step check_append_args(const Tensor& k_pages, const Tensor& v_pages, const Tenso
   return s;
 }
 
-// The policy's victim among the used slots of one (b, h), or -1 when every
-// slot is a sink or recent. Priorities compare as double, as the reference's;
-// a NaN score counts as the lowest (a slot whose attention is garbage goes
-// first) rather than making every comparison false.
-int64_t victim(const int64_t* tok, const float* score, int64_t length, int64_t sinks, int64_t newest_evictable,
-               bool heavy) {
-  int64_t best = -1;
-  double best_prio = 0.0;
-  for (int64_t s = 0; s < length; ++s) {
-    if (tok[s] < sinks || tok[s] > newest_evictable) continue;
-    double prio = heavy ? double(score[s]) : double(tok[s]);
-    if (prio != prio) prio = -std::numeric_limits<double>::infinity();
-    if (best < 0 || prio < best_prio) best = s, best_prio = prio;
+AppendParams make_params(const Step& s, Tensor& k_pages, Tensor& v_pages, Tensor& tables, Tensor& lengths,
+                         Tensor& token_index, Tensor& rotation, Tensor& heavy_scores, const Tensor& free_pages,
+                         Tensor& num_free, Tensor& seen, const Tensor& k, const Tensor& v, const Tensor& pos,
+                         const Tensor& real, const Tensor& budget, const Tensor& sinks, const Tensor& recent,
+                         const Tensor& heavy, Tensor& slot, Tensor& page_of) {
+  return {k_pages.mutable_data_ptr(), v_pages.mutable_data_ptr(),
+          static_cast<int32_t*>(tables.mutable_data_ptr()), static_cast<int32_t*>(lengths.mutable_data_ptr()),
+          static_cast<int64_t*>(token_index.mutable_data_ptr()), static_cast<int64_t*>(rotation.mutable_data_ptr()),
+          static_cast<float*>(heavy_scores.mutable_data_ptr()), static_cast<const int64_t*>(free_pages.const_data_ptr()),
+          static_cast<int64_t*>(num_free.mutable_data_ptr()), static_cast<int64_t*>(seen.mutable_data_ptr()),
+          k.const_data_ptr(), v.const_data_ptr(), static_cast<const int64_t*>(pos.const_data_ptr()),
+          static_cast<const bool*>(real.const_data_ptr()), static_cast<const int64_t*>(budget.const_data_ptr()),
+          static_cast<const int64_t*>(sinks.const_data_ptr()), static_cast<const int64_t*>(recent.const_data_ptr()),
+          static_cast<const bool*>(heavy.const_data_ptr()), static_cast<int64_t*>(slot.mutable_data_ptr()),
+          static_cast<int64_t*>(page_of.mutable_data_ptr()), s.batch, s.heads,
+          s.head_dim * static_cast<int64_t>(k.element_size()), s.pages, s.page_size, s.max_pages,
+          free_pages.size(0)};
+}
+
+// The message of an error code (kvcache_append.h), from host copies of the
+// state it names: one wording for the CPU and CUDA paths.
+[[noreturn]] void fail_append(const Step& s, int64_t code, int64_t detail, const Tensor& tables,
+                              const Tensor& lengths, const Tensor& free_pages, const Tensor& num_free,
+                              const Tensor& budget) {
+  int64_t kind, row;
+  append_error_decode(code, s.batch * s.heads, kind, row);
+  const int64_t b = row / s.heads, h = row % s.heads;
+  switch (kind) {
+    case kBadNumFree:
+      fail(kOp, ": num_free = ", static_cast<const int64_t*>(to_cpu(num_free).const_data_ptr())[0],
+           " is outside 0..", free_pages.size(0), " (the free_pages stack)");
+    case kBadLength:
+      fail(kOp, ": lengths[", b, ", ", h, "] = ", static_cast<const int32_t*>(to_cpu(lengths).const_data_ptr())[row],
+           " is outside 0..", s.capacity, " (", s.max_pages, " pages of ", s.page_size, " slots)");
+    case kNothingEvictable:
+      fail(kOp, ": sequence ", b, ", kv-head ", h, " is at its budget of ",
+           static_cast<const int64_t*>(to_cpu(budget).const_data_ptr())[b],
+           " and has no evictable token (every slot is a sink or recent)");
+    case kBadFreePage:
+      fail(kOp, ": free_pages[", detail, "] = ", static_cast<const int64_t*>(to_cpu(free_pages).const_data_ptr())[detail],
+           " is outside the pool of ", s.pages, " pages");
+    default:
+      fail(kOp, ": block_tables[", b, ", ", h, ", ", detail, "] = ",
+           static_cast<const int32_t*>(to_cpu(tables).const_data_ptr())[row * s.max_pages + detail],
+           " points outside the pool of ", s.pages, " pages");
   }
-  return best;
+}
+
+template <bool kOnCuda>
+std::tuple<Tensor, Tensor> paged_kv_append_impl(Tensor k_pages, Tensor v_pages, Tensor tables, Tensor lengths,
+                                               Tensor token_index, Tensor rotation, Tensor heavy_scores,
+                                               Tensor free_pages, Tensor num_free, Tensor seen, Tensor k, Tensor v,
+                                               Tensor pos, Tensor real, Tensor budget, Tensor sinks, Tensor recent,
+                                               Tensor heavy) {
+  const Step s = check_append_args(k_pages, v_pages, tables, lengths, token_index, rotation, heavy_scores,
+                                   free_pages, num_free, seen, k, v, pos, real, budget, sinks, recent, heavy);
+  const int64_t rows = s.batch * s.heads;
+  Tensor slot = new_empty(k, {s.batch, s.heads}, ScalarType::Long);
+  Tensor status = new_empty(k, {1}, ScalarType::Long);
+  Tensor page_of = new_empty(k, {rows}, ScalarType::Long);
+  const AppendParams p = make_params(s, k_pages, v_pages, tables, lengths, token_index, rotation, heavy_scores,
+                                     free_pages, num_free, seen, k, v, pos, real, budget, sinks, recent, heavy,
+                                     slot, page_of);
+  auto fail_with = [&](int64_t code, int64_t detail) {
+    fail_append(s, code, detail, tables, lengths, free_pages, num_free, budget);
+  };
+  if constexpr (!kOnCuda) {
+    if (!append_num_free_ok(p)) fail_with(append_error_code(kBadNumFree, 0, rows), 0);
+    for (int64_t row = 0; row < rows; ++row)
+      if (const int64_t e = append_choose_slot(p, row); e >= 0) fail_with(e, 0);
+    int64_t error, detail, popped;
+    const int64_t missing = append_plan_pages(p, &error, &detail, &popped);
+    if (error >= 0) fail_with(error, detail);
+    if (missing == 0) {
+      for (int64_t row = 0; row < rows; ++row) append_write_row(p, row);
+      append_finish(p, popped);
+    }
+    static_cast<int64_t*>(status.mutable_data_ptr())[0] = missing;
+    return {slot, status};
+  }
+#if defined(LLMPACK_WITH_CUDA)
+  CudaContext ctx(k);
+  Tensor error = new_empty(k, {2}, ScalarType::Long);
+  torch::stable::fill_(error, -1.0);
+  check_launch(append_cuda(p, static_cast<int64_t*>(error.mutable_data_ptr()),
+                           static_cast<int64_t*>(status.mutable_data_ptr()), ctx.stream),
+               kOp);
+  const Tensor host = to_cpu(error);
+  const int64_t* e = static_cast<const int64_t*>(host.const_data_ptr());
+  if (e[0] != -1) fail_with(e[0], e[1]);
+  return {slot, status};
+#else
+  fail(kOp, ": this build of llmpack has no CUDA kernels");
+#endif
 }
 
 std::tuple<Tensor, Tensor> paged_kv_append_cpu(Tensor k_pages, Tensor v_pages, Tensor tables, Tensor lengths,
@@ -131,94 +190,29 @@ std::tuple<Tensor, Tensor> paged_kv_append_cpu(Tensor k_pages, Tensor v_pages, T
                                               Tensor free_pages, Tensor num_free, Tensor seen, Tensor k, Tensor v,
                                               Tensor pos, Tensor real, Tensor budget, Tensor sinks, Tensor recent,
                                               Tensor heavy) {
-  const Step s = check_append_args(k_pages, v_pages, tables, lengths, token_index, rotation, heavy_scores,
-                                   free_pages, num_free, seen, k, v, pos, real, budget, sinks, recent, heavy);
-  Tensor slot_out = new_empty(k, {s.batch, s.heads}, ScalarType::Long);
-  Tensor status = new_empty(k, {1}, ScalarType::Long);
-  auto* slot = static_cast<int64_t*>(slot_out.mutable_data_ptr());
-  auto* tb = static_cast<int32_t*>(tables.mutable_data_ptr());
-  auto* ln = static_cast<int32_t*>(lengths.mutable_data_ptr());
-  auto* tok = static_cast<int64_t*>(token_index.mutable_data_ptr());
-  auto* rot = static_cast<int64_t*>(rotation.mutable_data_ptr());
-  auto* acc = static_cast<float*>(heavy_scores.mutable_data_ptr());
-  auto* nfree = static_cast<int64_t*>(num_free.mutable_data_ptr());
-  auto* sn = static_cast<int64_t*>(seen.mutable_data_ptr());
-  const auto* fp = static_cast<const int64_t*>(free_pages.const_data_ptr());
-  const auto* ps = static_cast<const int64_t*>(pos.const_data_ptr());
-  const auto* rl = static_cast<const bool*>(real.const_data_ptr());
-  const auto* bud = static_cast<const int64_t*>(budget.const_data_ptr());
-  const auto* snk = static_cast<const int64_t*>(sinks.const_data_ptr());
-  const auto* rec = static_cast<const int64_t*>(recent.const_data_ptr());
-  const auto* hv = static_cast<const bool*>(heavy.const_data_ptr());
-  LLMPACK_CHECK(*nfree >= 0 && *nfree <= free_pages.size(0), kOp, ": num_free = ", *nfree, " is outside 0..",
-                free_pages.size(0), " (the free_pages stack)");
-
-  // 1. Choose every slot; count the pages the growing rows start.
-  int64_t new_pages = 0, missing = 0;
-  for (int64_t b = 0; b < s.batch; ++b)
-    for (int64_t h = 0; h < s.heads; ++h) {
-      const int64_t row = b * s.heads + h, len = ln[row];
-      slot[row] = -1;
-      LLMPACK_CHECK(len >= 0 && len <= s.capacity, kOp, ": lengths[", b, ", ", h, "] = ", len, " is outside 0..",
-                    s.capacity, " (", s.max_pages, " pages of ", s.page_size, " slots)");
-      if (!rl[b]) continue;
-      if (len < bud[b]) {
-        slot[row] = len;
-        if (len % s.page_size == 0) {
-          if (len / s.page_size >= s.max_pages) ++missing;  // the block table must grow first
-          ++new_pages;
-        }
-        continue;
-      }
-      const int64_t vi = victim(tok + row * s.capacity, acc + row * s.capacity, len, snk[b], sn[b] - rec[b], hv[b]);
-      LLMPACK_CHECK(vi >= 0, kOp, ": sequence ", b, ", kv-head ", h, " is at its budget of ", bud[b],
-                    " and has no evictable token (every slot is a sink or recent)");
-      slot[row] = vi;
-    }
-  if (new_pages > *nfree || missing > 0) {
-    static_cast<int64_t*>(status.mutable_data_ptr())[0] = std::max<int64_t>(new_pages - *nfree, 0) + missing;
-    return {slot_out, status};
-  }
-  // 2. Check the pages every write lands in (table entries, popped pages) before writing anything.
-  for (int64_t row = 0, popped = 0; row < s.batch * s.heads; ++row) {
-    if (slot[row] < 0) continue;
-    const int64_t i = slot[row] / s.page_size;
-    const bool fresh = slot[row] == ln[row] && slot[row] % s.page_size == 0;
-    const int64_t page = fresh ? fp[*nfree - 1 - popped++] : tb[row * s.max_pages + i];
-    if (page < 0 || page >= s.pages) {
-      if (fresh) fail(kOp, ": free_pages[", *nfree - popped, "] = ", page, " is outside the pool of ", s.pages, " pages");
-      fail(kOp, ": block_tables[", row / s.heads, ", ", row % s.heads, ", ", i, "] = ", page,
-           " points outside the pool of ", s.pages, " pages");
-    }
-  }
-  // 3. Write.
-  const size_t row_bytes = size_t(s.head_dim) * k.element_size();
-  auto* kp = static_cast<char*>(k_pages.mutable_data_ptr());
-  auto* vp = static_cast<char*>(v_pages.mutable_data_ptr());
-  const auto* kn = static_cast<const char*>(k.const_data_ptr());
-  const auto* vn = static_cast<const char*>(v.const_data_ptr());
-  for (int64_t row = 0; row < s.batch * s.heads; ++row) {
-    const int64_t t = slot[row], b = row / s.heads;
-    if (t < 0) continue;
-    int32_t* entry = tb + row * s.max_pages + t / s.page_size;
-    if (t == ln[row]) {
-      if (t % s.page_size == 0) *entry = static_cast<int32_t>(fp[--*nfree]);
-      ++ln[row];
-    }
-    const int64_t pool_row = int64_t(*entry) * s.page_size + t % s.page_size;
-    std::memcpy(kp + pool_row * row_bytes, kn + row * row_bytes, row_bytes);
-    std::memcpy(vp + pool_row * row_bytes, vn + row * row_bytes, row_bytes);
-    tok[row * s.capacity + t] = sn[b];
-    rot[row * s.capacity + t] = ps[b];
-    acc[row * s.capacity + t] = 0.f;
-  }
-  for (int64_t b = 0; b < s.batch; ++b) sn[b] += rl[b];
-  static_cast<int64_t*>(status.mutable_data_ptr())[0] = 0;
-  return {slot_out, status};
+  return paged_kv_append_impl<false>(k_pages, v_pages, tables, lengths, token_index, rotation, heavy_scores,
+                                     free_pages, num_free, seen, k, v, pos, real, budget, sinks, recent, heavy);
 }
+
+#if defined(LLMPACK_WITH_CUDA)
+std::tuple<Tensor, Tensor> paged_kv_append_cuda(Tensor k_pages, Tensor v_pages, Tensor tables, Tensor lengths,
+                                               Tensor token_index, Tensor rotation, Tensor heavy_scores,
+                                               Tensor free_pages, Tensor num_free, Tensor seen, Tensor k, Tensor v,
+                                               Tensor pos, Tensor real, Tensor budget, Tensor sinks, Tensor recent,
+                                               Tensor heavy) {
+  return paged_kv_append_impl<true>(k_pages, v_pages, tables, lengths, token_index, rotation, heavy_scores,
+                                    free_pages, num_free, seen, k, v, pos, real, budget, sinks, recent, heavy);
+}
+#endif
 
 }  // namespace
 }  // namespace llmpack::kvcache
+
+#if defined(LLMPACK_WITH_CUDA)
+LLMPACK_CUDA_IMPL(m) {
+  m.impl("paged_kv_append", TORCH_BOX(&llmpack::kvcache::paged_kv_append_cuda));
+}
+#endif
 
 #if !defined(LLMPACK_SIMT_EMULATION)
 LLMPACK_CPU_IMPL(m) {

@@ -170,8 +170,8 @@ def paged_decode_attention(q, k_pages, v_pages, block_tables, lengths, scale: fl
 
 def paged_kv_append(k_pages, v_pages, block_tables, lengths, token_index, rotation, heavy_scores, free_pages,
                     num_free, seen, k, v, pos, real, budget, sinks, recent, heavy):
-    """One decode step of PagedKVCache's bookkeeping (CPU; rule and layout in
-    csrc/kvcache/kvcache_append.cpp): stores ``k``/``v [B, Hkv, D]`` under
+    """One decode step of PagedKVCache's bookkeeping (CPU and CUDA; rule and layout in
+    csrc/kvcache/kvcache_append.h): stores ``k``/``v [B, Hkv, D]`` under
     each row's policy, mutating the cache tensors in place; returns ``(slot
     [B, Hkv], status [1])``, status > 0 meaning nothing was written because
     the pool or block tables must grow first."""

@@ -62,7 +62,6 @@ class PagedLayer(CacheLayerMixin):
         self.recent = as_long([p.recent if p.evicts else _NO_BUDGET for p in pol])
         self.heavy = torch.tensor([p.heavy_hitters for p in pol], device=dev)
         self.repos = torch.tensor([p.reposition for p in pol], device=dev)
-        self.any_evict = any(p.evicts for p in pol)
         self.any_heavy, self.any_repos = bool(self.heavy.any()), bool(self.repos.any())
         self.k_pages = torch.empty(0, self.page_size, d, dtype=self.dtype, device=dev)
         self.v_pages = torch.empty_like(self.k_pages)
@@ -206,30 +205,11 @@ class PagedLayer(CacheLayerMixin):
         self.v_pages.view(-1, self.head_dim)[rows] = v.to(self.dtype)
 
     # ---- decode: one token per sequence -----------------------------------------------------------------------
-    def _victims(self, lengths: torch.Tensor, incoming: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per (sequence, kv-head), the slot the incoming token replaces (policy.py),
-        and whether no slot was evictable (excluded by make_policy)."""
-        live = torch.arange(self.tok.shape[-1], device=self.device) < lengths[..., None]
-        sink = self.tok < self.sinks[:, None, None]
-        recent = self.tok > (incoming - self.recent)[:, None, None]
-        prio = torch.where(self.heavy[:, None, None], self.acc.double(), self.tok.double())
-        prio = prio.masked_fill(~live | sink | recent, float("inf"))
-        victim = prio.argmin(-1)
-        return victim, torch.isinf(prio.gather(-1, victim[..., None])[..., 0])
-
     def append_decode(self, k, v, pos, real) -> None:
         """k, v [B, Hkv, D]; pos [B] the position each key was rotated to;
-        real [B] bool (False: a padding column, not stored). On CPU one call
-        of the paged_kv_append op; elsewhere the same step in tensor ops."""
+        real [B] bool (False: a padding column, not stored). One call of the
+        paged_kv_append op (the victim rule: csrc/kvcache/kvcache_append.h)."""
         pos, real = pos.long().contiguous(), real.bool().contiguous()
-        if self.device.type == "cpu":
-            self._append_native(k, v, pos, real)
-        else:
-            self._append_tensor_ops(k, v, pos, real)
-        if self.any_repos:
-            self._reposition(pos)
-
-    def _append_native(self, k, v, pos, real) -> None:
         kp, vp = k.to(self.dtype).contiguous(), v.to(self.dtype).contiguous()
         for _ in range(2):
             slot, status = torch.ops.llmpack.paged_kv_append(
@@ -247,36 +227,7 @@ class PagedLayer(CacheLayerMixin):
             s = slot[bi, hi]
             self.k_orig[bi, hi, s] = k[bi, hi].float()
             self.orig_rot[bi, hi, s] = pos[bi]
-
-    def _append_tensor_ops(self, k, v, pos, real) -> None:
-        b, h = self.batch_size, self.kv_heads
-        lengths = self.lengths.long()
-        real_bh = real[:, None].expand(b, h)
-        grow = real_bh & (lengths < self.budget[:, None])
-        slot = lengths.clone()
-        if self.any_evict:
-            evict = real_bh & ~grow
-            if bool(evict.any()):
-                victim, none_left = self._victims(lengths, self.seen)
-                if bool((none_left & evict).any()):  # excluded by make_policy; kept as a tripwire
-                    raise RuntimeError("PagedKVCache: no evictable token (every slot is a sink or recent)")
-                slot = torch.where(evict, victim, slot)
-        # Pages change only when a growing row starts a new page; otherwise
-        # (most steps, and every step of a full evicting row) the lengths do.
-        if bool((grow & (lengths % self.page_size == 0)).any()):
-            self._resize(lengths + grow)
-        else:
-            self.lengths = (lengths + grow).to(torch.int32)
-        bi, hi = real_bh.nonzero(as_tuple=True)
-        s = slot[bi, hi]
-        self._write(bi, hi, s, k[bi, hi], v[bi, hi])
-        self.tok[bi, hi, s] = self.seen[bi]
-        self.rot[bi, hi, s] = pos[bi]
-        self.acc[bi, hi, s] = 0.0
-        if self.any_repos:
-            self.k_orig[bi, hi, s] = k[bi, hi].float()
-            self.orig_rot[bi, hi, s] = pos[bi]
-        self.seen += real.long()
+            self._reposition(pos)
 
     def _reposition(self, query_pos: torch.Tensor) -> None:
         """Rotate the keys of re-positioning rows so that the query, rotated to

@@ -102,7 +102,7 @@ class EvictingHeadReference:
 
 def paged_kv_append(k_pages, v_pages, block_tables, lengths, token_index, rotation, heavy_scores, free_pages,
                     num_free, seen, k, v, pos, real, budget, sinks, recent, heavy):
-    """The op's rule (csrc/kvcache/kvcache_append.cpp), one (sequence,
+    """The op's rule (csrc/kvcache/kvcache_append.h), one (sequence,
     kv-head) at a time, mutating the same tensors; returns (slot, status)."""
     batch, heads = k.shape[:2]
     page_size, max_pages = k_pages.shape[1], block_tables.shape[2]
