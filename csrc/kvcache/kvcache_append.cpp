@@ -137,6 +137,8 @@ AppendParams make_params(const Step& s, Tensor& k_pages, Tensor& v_pages, Tensor
   }
 }
 
+// kOnCuda: the CUDA kernel (registered for CUDA tensors; for CPU tensors in the
+// emulator build), else the phases in host loops.
 template <bool kOnCuda>
 std::tuple<Tensor, Tensor> paged_kv_append_impl(Tensor k_pages, Tensor v_pages, Tensor tables, Tensor lengths,
                                                Tensor token_index, Tensor rotation, Tensor heavy_scores,
@@ -185,37 +187,17 @@ std::tuple<Tensor, Tensor> paged_kv_append_impl(Tensor k_pages, Tensor v_pages, 
 #endif
 }
 
-std::tuple<Tensor, Tensor> paged_kv_append_cpu(Tensor k_pages, Tensor v_pages, Tensor tables, Tensor lengths,
-                                              Tensor token_index, Tensor rotation, Tensor heavy_scores,
-                                              Tensor free_pages, Tensor num_free, Tensor seen, Tensor k, Tensor v,
-                                              Tensor pos, Tensor real, Tensor budget, Tensor sinks, Tensor recent,
-                                              Tensor heavy) {
-  return paged_kv_append_impl<false>(k_pages, v_pages, tables, lengths, token_index, rotation, heavy_scores,
-                                     free_pages, num_free, seen, k, v, pos, real, budget, sinks, recent, heavy);
-}
-
-#if defined(LLMPACK_WITH_CUDA)
-std::tuple<Tensor, Tensor> paged_kv_append_cuda(Tensor k_pages, Tensor v_pages, Tensor tables, Tensor lengths,
-                                               Tensor token_index, Tensor rotation, Tensor heavy_scores,
-                                               Tensor free_pages, Tensor num_free, Tensor seen, Tensor k, Tensor v,
-                                               Tensor pos, Tensor real, Tensor budget, Tensor sinks, Tensor recent,
-                                               Tensor heavy) {
-  return paged_kv_append_impl<true>(k_pages, v_pages, tables, lengths, token_index, rotation, heavy_scores,
-                                    free_pages, num_free, seen, k, v, pos, real, budget, sinks, recent, heavy);
-}
-#endif
-
 }  // namespace
 }  // namespace llmpack::kvcache
 
 #if defined(LLMPACK_WITH_CUDA)
 LLMPACK_CUDA_IMPL(m) {
-  m.impl("paged_kv_append", TORCH_BOX(&llmpack::kvcache::paged_kv_append_cuda));
+  m.impl("paged_kv_append", TORCH_BOX(&llmpack::kvcache::paged_kv_append_impl<true>));
 }
 #endif
 
 #if !defined(LLMPACK_SIMT_EMULATION)
 LLMPACK_CPU_IMPL(m) {
-  m.impl("paged_kv_append", TORCH_BOX(&llmpack::kvcache::paged_kv_append_cpu));
+  m.impl("paged_kv_append", TORCH_BOX(&llmpack::kvcache::paged_kv_append_impl<false>));
 }
 #endif
