@@ -25,7 +25,7 @@ from llmpack.reference import sparse24_cutlass as ref_cutlass
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "simt"))
 import simt_support as simt  # noqa: E402
-from kv_pools import (POLICY_SETS, append_bad_cases, check_output, kv_pool, spoiled_state,  # noqa: E402
+from kv_pools import (POLICY_SETS, append_bad_cases, call, check_output, kv_pool, spoiled_state,  # noqa: E402
                       steps_match_reference)
 
 N_VALUES = (1, 7, 97)
@@ -457,9 +457,7 @@ def test_append_errors_match_the_cpu_path(ops, case):
         st, pol, io = spoiled_state(spoil)
         before = {n: t.clone() for n, t in st.items()}
         with pytest.raises(RuntimeError, match=msg) as err:
-            fn(*(st[n] for n in ("k_pages", "v_pages", "block_tables", "lengths", "token_index", "rotation",
-                                 "heavy_scores", "free_pages", "num_free", "seen")),
-               io["k"], io["v"], io["pos"], io["real"], pol["budget"], pol["sinks"], pol["recent"], pol["heavy"])
+            call(fn, st, pol, io["k"], io["v"], io["pos"], io["real"])
         messages.append(str(err.value))
         for n in st:
             assert torch.equal(torch.nan_to_num(st[n].float()), torch.nan_to_num(before[n].float())), n

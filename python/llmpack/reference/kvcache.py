@@ -103,14 +103,21 @@ class EvictingHeadReference:
 def paged_kv_append(k_pages, v_pages, block_tables, lengths, token_index, rotation, heavy_scores, free_pages,
                     num_free, seen, k, v, pos, real, budget, sinks, recent, heavy):
     """The op's rule (csrc/kvcache/kvcache_append.h), one (sequence,
-    kv-head) at a time, mutating the same tensors; returns (slot, status)."""
+    kv-head) at a time, mutating the same tensors; returns (slot, status).
+    Raises RuntimeError on the states the op rejects (num_free or a length
+    out of range, nothing evictable, a write through a page outside the
+    pool); its tensors may then be partly written, the op's are not."""
     batch, heads = k.shape[:2]
-    page_size, max_pages = k_pages.shape[1], block_tables.shape[2]
+    pages, page_size, max_pages = k_pages.shape[0], k_pages.shape[1], block_tables.shape[2]
+    if not 0 <= int(num_free[0]) <= free_pages.numel():
+        raise RuntimeError(f"num_free = {int(num_free[0])} is outside the stack")
     slot = torch.full((batch, heads), -1, dtype=torch.long)
     new_pages = missing = 0
     for b in range(batch):
         for h in range(heads):
             n = int(lengths[b, h])
+            if not 0 <= n <= max_pages * page_size:
+                raise RuntimeError(f"lengths[{b}, {h}] = {n} is outside the block table")
             if not bool(real[b]):
                 continue
             if n < int(budget[b]):
@@ -136,9 +143,15 @@ def paged_kv_append(k_pages, v_pages, block_tables, lengths, token_index, rotati
             if t == int(lengths[b, h]):
                 if t % page_size == 0:
                     num_free[0] -= 1
-                    block_tables[b, h, t // page_size] = int(free_pages[int(num_free[0])])
+                    page = int(free_pages[int(num_free[0])])
+                    if not 0 <= page < pages:
+                        raise RuntimeError(f"free_pages[{int(num_free[0])}] = {page} is outside the pool")
+                    block_tables[b, h, t // page_size] = page
                 lengths[b, h] += 1
-            row = int(block_tables[b, h, t // page_size]) * page_size + t % page_size
+            page = int(block_tables[b, h, t // page_size])
+            if not 0 <= page < pages:
+                raise RuntimeError(f"block_tables[{b}, {h}, {t // page_size}] = {page} is outside the pool")
+            row = page * page_size + t % page_size
             k_pages.view(-1, k_pages.shape[-1])[row] = k[b, h]
             v_pages.view(-1, v_pages.shape[-1])[row] = v[b, h]
             token_index[b, h, t], rotation[b, h, t], heavy_scores[b, h, t] = seen[b], pos[b], 0.0
