@@ -44,6 +44,14 @@ LLMPACK_LIBRARY(m) {
         "Tensor(e!) token_index, Tensor(f!) rotation, Tensor(g!) heavy_scores, Tensor free_pages, "
         "Tensor(h!) num_free, Tensor(i!) seen, Tensor k, Tensor v, Tensor pos, Tensor real, Tensor budget, "
         "Tensor sinks, Tensor recent, Tensor heavy) -> (Tensor slot, Tensor status)");
+  // StreamingLLM's re-positioning after a decode step (CPU and CUDA): per (sequence, kv-head) of a sequence with
+  // reposition[b], records the new key k fp32 [B, Hkv, D] at its slot (paged_kv_append's result, -1 = none) in
+  // k_orig / orig_rotation, then re-rotates (RoPE, rotate-half, inv_freq fp32 [R / 2]) every used slot whose
+  // position inside the cache, pos[b] - (later kept tokens), differs from its rotation. Rule and layout in
+  // csrc/kvcache/kvcache_reposition.h.
+  m.def("paged_kv_reposition(Tensor(a!) k_pages, Tensor block_tables, Tensor lengths, Tensor token_index, "
+        "Tensor(b!) rotation, Tensor(c!) k_orig, Tensor(d!) orig_rotation, Tensor slot, Tensor k, Tensor pos, "
+        "Tensor reposition, Tensor inv_freq) -> ()");
   // BTC weight packer: codes uint8 [N, K] (each < 2^wbits) -> (planes int32 [N, k_words(K), wbits],
   // code_sums int32 [N, groups]); bit-plane layout in csrc/btc/btc.h.
   m.def("btc_pack(Tensor codes, int wbits, int group_size) -> (Tensor planes, Tensor code_sums)");

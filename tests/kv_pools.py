@@ -188,3 +188,107 @@ def append_bad_cases():
     def bad_num_free(st, pol, io):
         st["num_free"][0] = 14
     yield bad_num_free, r"num_free = 14 is outside 0\.\.13"
+
+
+# ---- states for paged_kv_reposition --------------------------------------------------------------
+REPOS_STATE = ("k_pages", "block_tables", "lengths", "token_index", "rotation", "k_orig", "orig_rotation")
+
+
+def repos_state(batch, heads, d, page_size, max_pages, dtype, half_rot, seed, repos=None):
+    """A random valid state for paged_kv_reposition: shuffled distinct pages,
+    random lengths, token indices a random order of distinct tokens (a few
+    rows with repeats, which the rule orders by slot), rotations near the
+    query's position so some keys move and some don't; unused pool slots
+    NaN. Returns (state, inputs (slot, k, pos, reposition, inv_freq))."""
+    g = torch.Generator().manual_seed(seed)
+    cap = max_pages * page_size
+    pages = batch * heads * max_pages + 2
+    lengths = torch.randint(0, cap + 1, (batch, heads), generator=g, dtype=torch.int32)
+    order = torch.randperm(pages, generator=g)[:batch * heads * max_pages].view(batch, heads, max_pages)
+    tables = torch.where(torch.arange(max_pages) * page_size < lengths[..., None].long(), order,
+                         torch.full_like(order, -1)).to(torch.int32)
+    k_pages = torch.full((pages, page_size, d), float("nan"), dtype=dtype)
+    for b in range(batch):
+        for h in range(heads):
+            for s in range(int(lengths[b, h])):
+                k_pages[tables[b, h, s // page_size], s % page_size] = torch.randn(d, generator=g).to(dtype)
+    tok = torch.argsort(torch.rand(batch, heads, cap, generator=g), -1) * 3 + 7
+    tok[0, 0, :cap // 2] = tok[0, 0, :cap // 2] // 6                            # repeats in one row
+    pos = torch.randint(cap, 3 * cap, (batch,), generator=g)
+    st = dict(k_pages=k_pages, block_tables=tables, lengths=lengths, token_index=tok,
+              rotation=pos[:, None, None] - torch.randint(0, cap + 3, (batch, heads, cap), generator=g),
+              k_orig=torch.randn(batch, heads, cap, d, generator=g),
+              orig_rotation=torch.randint(-5, 3 * cap, (batch, heads, cap), generator=g))
+    slot = torch.where(torch.rand(batch, heads, generator=g) < 0.7,
+                       (torch.rand(batch, heads, generator=g) * lengths).long(), torch.tensor(-1))
+    slot = torch.where(lengths > 0, slot, torch.tensor(-1))
+    if repos is None:
+        repos = torch.rand(batch, generator=g) < 0.75
+    inv_freq = 1.0 / (10000.0 ** (torch.arange(half_rot, dtype=torch.float32) / max(half_rot, 1)))
+    io = dict(slot=slot, k=torch.randn(batch, heads, d, generator=g), pos=pos, reposition=torch.as_tensor(repos),
+              inv_freq=inv_freq)
+    return st, io
+
+
+def call_repos(fn, st, io):
+    return fn(*(st[n] for n in REPOS_STATE), io["slot"], io["k"], io["pos"], io["reposition"], io["inv_freq"])
+
+
+def assert_same_repos_state(got, want):
+    """Integers and k_orig exactly; the pool within one rounding of its dtype
+    (the kernels' and torch's fp32 sin / cos may differ in the last bit),
+    NaN (never-written) slots exactly where the reference has them."""
+    for name in REPOS_STATE:
+        x, y = got[name], want[name]
+        if name != "k_pages":
+            assert torch.equal(x.isnan(), y.isnan()) if x.is_floating_point() else True, name
+            assert torch.equal(torch.nan_to_num(x), torch.nan_to_num(y)), f"{name} differs"
+            continue
+        assert torch.equal(x.isnan(), y.isnan()), "k_pages: NaN slots differ (a write went to the wrong slot)"
+        x, y = torch.nan_to_num(x.float()), torch.nan_to_num(y.float())
+        tol = ULP[got[name].dtype] * y.abs() + 4e-6 * (y.abs().max() + 1)
+        err = (x - y).abs()
+        assert (err <= tol).all(), f"k_pages: worst error {err.max():.3g}"
+
+
+def reposition_bad_cases():
+    """(spoil(state, inputs), expected message) pairs for repos_state(2, 2, 4, 4, 3, float32, 2, seed=1)."""
+    def lengths_out_of_range(st, io):
+        st["lengths"][1, 1] = 13
+    yield lengths_out_of_range, r"lengths\[1, 1\] = 13 is outside 0\.\.12"
+
+    def slot_unused(st, io):
+        st["lengths"][0, 1] = 3
+        io["slot"][0, 1] = 3
+    yield slot_unused, r"slot\[0, 1\] = 3 is neither -1 nor a used slot \(lengths\[0, 1\] = 3\)"
+
+    def table_outside_pool(st, io):
+        st["lengths"][1, 0] = 9
+        st["block_tables"][1, 0] = torch.tensor([0, 1, 77], dtype=torch.int32)
+    yield table_outside_pool, r"block_tables\[1, 0, 2\] = 77 points outside the pool of 14 pages"
+
+    def long_lengths(st, io):
+        st["lengths"] = st["lengths"].long()
+    yield long_lengths, r"lengths must be int32, got int64"
+
+    def half_k(st, io):
+        io["k"] = io["k"].half()
+    yield half_k, r"k must be float32, got float16"
+
+    def short_k_orig(st, io):
+        st["k_orig"] = st["k_orig"][:, :, :5].contiguous()
+    yield short_k_orig, r"k_orig must be \[2, 2, 12, 4\]"
+
+    def too_many_freqs(st, io):
+        io["inv_freq"] = torch.ones(3)
+    yield too_many_freqs, r"inv_freq has 3 frequencies, which rotate 6 elements of a head_dim 4 key"
+
+    def strided_rotation(st, io):
+        st["rotation"] = torch.zeros(2, 2, 24, dtype=torch.long)[..., ::2]
+    yield strided_rotation, r"rotation must be contiguous"
+
+
+def spoiled_repos_state(spoil):
+    st, io = repos_state(2, 2, 4, 4, 3, torch.float32, 2, seed=1, repos=[True, True])
+    spoil(st, io)
+    return st, io

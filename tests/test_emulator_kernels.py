@@ -25,7 +25,8 @@ from llmpack.reference import sparse24_cutlass as ref_cutlass
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "simt"))
 import simt_support as simt  # noqa: E402
-from kv_pools import (POLICY_SETS, append_bad_cases, call, check_output, kv_pool, spoiled_state,  # noqa: E402
+from kv_pools import (POLICY_SETS, append_bad_cases, assert_same_repos_state, call, call_repos,  # noqa: E402
+                      check_output, kv_pool, repos_state, reposition_bad_cases, spoiled_repos_state, spoiled_state,
                       steps_match_reference)
 
 N_VALUES = (1, 7, 97)
@@ -284,6 +285,27 @@ def paged_kv_append(ops, case):
     assert ops.counters()["launches"] - before == 20, "expected one launch per step"
 
 
+# ---- paged_kv_reposition: a check block, then one block per (sequence, kv-head) ----------------------
+# (dtype, page_size, head_dim, rotated pairs): full, partial and no rotary, odd pages; 2 random states each.
+REPOS_CASES = ([(torch.float32, ps, 8, 4) for ps in (1, 3, 16)]
+               + [(dt, 3, d, hr) for dt in (torch.bfloat16, torch.float16) for d, hr in ((6, 2), (5, 0))])
+
+
+@kernel_check(covers=("paged_kv_reposition",), cases=REPOS_CASES)
+def paged_kv_reposition(ops, case):
+    from llmpack.reference import kvcache as ref_kv
+
+    dtype, page_size, d, half_rot = case
+    for seed in range(2):
+        ours, io = repos_state(3, 2, d, page_size, -(-20 // page_size), dtype, half_rot, seed)
+        theirs = {n: t.clone() for n, t in ours.items()}
+        before = ops.counters()["launches"]
+        call_repos(ops.paged_kv_reposition, ours, io)
+        assert ops.counters()["launches"] - before == 2, "expected the check and the step kernel"
+        call_repos(ref_kv.paged_kv_reposition, theirs, io)
+        assert_same_repos_state(ours, theirs)
+
+
 @pytest.mark.parametrize("name,case", list(_cases()))
 def test_kernel_matches_reference(ops, schedule, name, case):
     KERNEL_CHECKS[name][0](ops, case)
@@ -458,6 +480,24 @@ def test_append_errors_match_the_cpu_path(ops, case):
         before = {n: t.clone() for n, t in st.items()}
         with pytest.raises(RuntimeError, match=msg) as err:
             call(fn, st, pol, io["k"], io["v"], io["pos"], io["real"])
+        messages.append(str(err.value))
+        for n in st:
+            assert torch.equal(torch.nan_to_num(st[n].float()), torch.nan_to_num(before[n].float())), n
+    assert messages[0] == messages[1]
+
+
+@pytest.mark.parametrize("case", list(reposition_bad_cases()), ids=lambda c: c[0].__name__)
+def test_reposition_errors_match_the_cpu_path(ops, case):
+    """The device check kernel's error: the CPU path's message, nothing written."""
+    from llmpack import _ops
+
+    spoil, msg = case
+    messages = []
+    for fn in (_ops.paged_kv_reposition, ops.paged_kv_reposition):
+        st, io = spoiled_repos_state(spoil)
+        before = {n: t.clone() for n, t in st.items()}
+        with pytest.raises(RuntimeError, match=msg) as err:
+            call_repos(fn, st, io)
         messages.append(str(err.value))
         for n in st:
             assert torch.equal(torch.nan_to_num(st[n].float()), torch.nan_to_num(before[n].float())), n

@@ -61,6 +61,15 @@ inline std::string shape_str(const Tensor& t) {
   return s + "]";
 }
 
+// True when t's shape is exactly `want` (its rank included).
+inline bool has_shape(const Tensor& t, std::initializer_list<int64_t> want) {
+  if (t.dim() != static_cast<int64_t>(want.size())) return false;
+  int64_t i = 0;
+  for (int64_t w : want)
+    if (t.size(i++) != w) return false;
+  return true;
+}
+
 inline void check_dtype(const Tensor& t, std::initializer_list<ScalarType> ok, const char* op,
                         const char* arg) {
   for (auto d : ok)

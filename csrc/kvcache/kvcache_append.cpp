@@ -59,31 +59,24 @@ Step check_append_args(const Tensor& k_pages, const Tensor& v_pages, const Tenso
     check_dtype(*t, {ScalarType::Long}, kOp, name);
   const Step s{k.size(0), k.size(1), k.size(2), k_pages.size(0), k_pages.size(1), tables.size(2),
                tables.size(2) * k_pages.size(1)};
-  auto shape_is = [](const Tensor& t, std::initializer_list<int64_t> want) {
-    if (t.dim() != static_cast<int64_t>(want.size())) return false;
-    int64_t i = 0;
-    for (int64_t w : want)
-      if (t.size(i++) != w) return false;
-    return true;
-  };
-  LLMPACK_CHECK(shape_is(v_pages, {s.pages, s.page_size, s.head_dim}) && k_pages.size(2) == s.head_dim, kOp,
+  LLMPACK_CHECK(has_shape(v_pages, {s.pages, s.page_size, s.head_dim}) && k_pages.size(2) == s.head_dim, kOp,
                 ": k_pages and v_pages must both be [num_pages, page_size, ", s.head_dim, "] (head_dim from k ",
                 shape_str(k), "), got ", shape_str(k_pages), " and ", shape_str(v_pages));
-  LLMPACK_CHECK(shape_is(v, {s.batch, s.heads, s.head_dim}), kOp, ": v must be ", shape_str(k), " like k, got ",
+  LLMPACK_CHECK(has_shape(v, {s.batch, s.heads, s.head_dim}), kOp, ": v must be ", shape_str(k), " like k, got ",
                 shape_str(v));
-  LLMPACK_CHECK(shape_is(tables, {s.batch, s.heads, s.max_pages}) && shape_is(lengths, {s.batch, s.heads}), kOp,
+  LLMPACK_CHECK(has_shape(tables, {s.batch, s.heads, s.max_pages}) && has_shape(lengths, {s.batch, s.heads}), kOp,
                 ": block_tables must be [", s.batch, ", ", s.heads, ", max_pages] and lengths [", s.batch, ", ",
                 s.heads, "] (batch and kv-heads from k), got ", shape_str(tables), " and ", shape_str(lengths));
   for (const auto& [t, name] : {std::pair{&token_index, "token_index"}, {&rotation, "rotation"},
                                 {&heavy_scores, "heavy_scores"}})
-    LLMPACK_CHECK(shape_is(*t, {s.batch, s.heads, s.capacity}), kOp, ": ", name, " must be [", s.batch, ", ",
+    LLMPACK_CHECK(has_shape(*t, {s.batch, s.heads, s.capacity}), kOp, ": ", name, " must be [", s.batch, ", ",
                   s.heads, ", ", s.capacity, "] (one entry per slot of the block tables), got ", shape_str(*t));
   for (const auto& [t, name] : {std::pair{&seen, "seen"}, {&pos, "pos"}, {&real, "real"}, {&budget, "budget"},
                                 {&sinks, "sinks"}, {&recent, "recent"}, {&heavy, "heavy"}})
-    LLMPACK_CHECK(shape_is(*t, {s.batch}), kOp, ": ", name, " must be [", s.batch, "] (one per sequence), got ",
+    LLMPACK_CHECK(has_shape(*t, {s.batch}), kOp, ": ", name, " must be [", s.batch, "] (one per sequence), got ",
                   shape_str(*t));
   check_dim(free_pages, 1, kOp, "free_pages");
-  LLMPACK_CHECK(shape_is(num_free, {1}), kOp, ": num_free must be [1], got ", shape_str(num_free));
+  LLMPACK_CHECK(has_shape(num_free, {1}), kOp, ": num_free must be [1], got ", shape_str(num_free));
   LLMPACK_CHECK(s.page_size >= 1 && s.head_dim >= 1, kOp, ": page_size and head_dim must be positive, got k_pages ",
                 shape_str(k_pages));
   return s;

@@ -158,6 +158,12 @@ def _(k_pages, v_pages, block_tables, lengths, token_index, rotation, heavy_scor
     return k.new_empty(k.shape[:2], dtype=torch.long), k.new_empty(1, dtype=torch.long)
 
 
+@torch.library.register_fake("llmpack::paged_kv_reposition")
+def _(k_pages, block_tables, lengths, token_index, rotation, k_orig, orig_rotation, slot, k, pos, reposition,
+      inv_freq):
+    return None
+
+
 def paged_decode_attention(q, k_pages, v_pages, block_tables, lengths, scale: float, return_scores: bool = False):
     """Decode attention over a paged KV cache (layout: csrc/kvcache/kvcache.h):
     ``q [B, Hq, D]``, pools ``[num_pages, page_size, D]``, ``block_tables``
@@ -177,6 +183,17 @@ def paged_kv_append(k_pages, v_pages, block_tables, lengths, token_index, rotati
     the pool or block tables must grow first."""
     return _ops.paged_kv_append(k_pages, v_pages, block_tables, lengths, token_index, rotation, heavy_scores,
                                 free_pages, num_free, seen, k, v, pos, real, budget, sinks, recent, heavy)
+
+
+def paged_kv_reposition(k_pages, block_tables, lengths, token_index, rotation, k_orig, orig_rotation, slot, k, pos,
+                        reposition, inv_freq):
+    """StreamingLLM's re-positioning after a decode step (CPU and CUDA; rule
+    and layout in csrc/kvcache/kvcache_reposition.h): records the new keys
+    ``k`` fp32 ``[B, Hkv, D]`` at ``slot`` (paged_kv_append's result) and
+    re-rotates the kept keys of the rows with ``reposition[b]`` to their
+    positions inside the cache, in place."""
+    _ops.paged_kv_reposition(k_pages, block_tables, lengths, token_index, rotation, k_orig, orig_rotation, slot, k,
+                             pos, reposition, inv_freq)
 
 
 # --------------------------------------------------------------------------

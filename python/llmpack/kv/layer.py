@@ -20,7 +20,6 @@ from __future__ import annotations
 import torch
 
 from .policy import Policy
-from .rope import rotate_by
 
 try:  # transformers is optional for the kernels, required for the cache
     from transformers.cache_utils import CacheLayerMixin
@@ -223,34 +222,14 @@ class PagedLayer(CacheLayerMixin):
         else:  # pragma: no cover - the room made above always suffices
             raise RuntimeError("PagedKVCache: paged_kv_append found no room after growing the pool")
         if self.any_repos:
-            bi, hi = (slot >= 0).nonzero(as_tuple=True)
-            s = slot[bi, hi]
-            self.k_orig[bi, hi, s] = k[bi, hi].float()
-            self.orig_rot[bi, hi, s] = pos[bi]
-            self._reposition(pos)
-
-    def _reposition(self, query_pos: torch.Tensor) -> None:
-        """Rotate the keys of re-positioning rows so that the query, rotated to
-        its absolute position, sees each kept token at its distance inside the
-        cache (rank by token order); the sliding window's keys keep their
-        rotation, so in steady state only the sinks move."""
-        if self.inv_freq is None:
-            raise RuntimeError("PagedKVCache: re-positioning needs the model's rotary frequencies (set by the "
-                               "llmpack_paged attention function)")
-        n_slots = self.tok.shape[-1]
-        live = torch.arange(n_slots, device=self.device) < self.lengths.long()[..., None]
-        order = torch.where(live, self.tok, torch.iinfo(torch.long).max).argsort(-1)
-        rank = torch.empty_like(order).scatter_(-1, order, torch.arange(n_slots, device=self.device).expand_as(order))
-        target = query_pos[:, None, None] - (self.lengths.long()[..., None] - 1 - rank)
-        move = live & self.repos[:, None, None] & (target != self.rot)
-        if not bool(move.any()):
-            return
-        bi, hi, si = move.nonzero(as_tuple=True)
-        t = target[bi, hi, si]
-        keys = rotate_by(self.k_orig[bi, hi, si], t - self.orig_rot[bi, hi, si], self.inv_freq)
-        page = self.tables[bi, hi, si // self.page_size].long()
-        self.k_pages.view(-1, self.head_dim)[page * self.page_size + si % self.page_size] = keys.to(self.dtype)
-        self.rot[bi, hi, si] = t
+            if self.inv_freq is None:
+                raise RuntimeError("PagedKVCache: re-positioning needs the model's rotary frequencies (set by the "
+                                   "llmpack_paged attention function)")
+            # The query, rotated to its absolute position, then sees each kept token at its distance inside the
+            # cache; in steady state only the sinks move (rule: csrc/kvcache/kvcache_reposition.h).
+            torch.ops.llmpack.paged_kv_reposition(self.k_pages, self.tables, self.lengths, self.tok, self.rot,
+                                                  self.k_orig, self.orig_rot, slot, k.float().contiguous(), pos,
+                                                  self.repos, self.inv_freq)
 
     def accumulate(self, scores: torch.Tensor, real: torch.Tensor) -> None:
         """Add the kernel's per-slot attention (H2O) for heavy-hitter rows."""

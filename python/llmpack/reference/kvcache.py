@@ -157,3 +157,52 @@ def paged_kv_append(k_pages, v_pages, block_tables, lengths, token_index, rotati
             token_index[b, h, t], rotation[b, h, t], heavy_scores[b, h, t] = seen[b], pos[b], 0.0
     seen += real.long()
     return slot, torch.tensor([0])
+
+
+# ---- StreamingLLM's re-positioning after a decode step (oracle of torch.ops.llmpack.paged_kv_reposition) ------
+
+def _rotate_half_fp32(x: torch.Tensor, delta: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
+    """x fp32 [n, D] rotated by delta [n] positions in fp32 (rotate-half
+    pairing of the first 2 * len(inv_freq) elements; the rest as they are)."""
+    h = inv_freq.numel()
+    angle = delta.to(torch.float32)[:, None] * inv_freq
+    c, s = angle.cos(), angle.sin()
+    lo, hi = x[:, :h], x[:, h:2 * h]
+    return torch.cat([lo * c - hi * s, hi * c + lo * s, x[:, 2 * h:]], dim=1)
+
+
+def paged_kv_reposition(k_pages, block_tables, lengths, token_index, rotation, k_orig, orig_rotation, slot, k, pos,
+                        reposition, inv_freq):
+    """The op's rule (csrc/kvcache/kvcache_reposition.h), one (sequence,
+    kv-head) at a time, mutating the same tensors. Raises RuntimeError,
+    before writing anything, on the states the op rejects (a length, slot or
+    used page's table entry out of range in a re-positioning row)."""
+    batch, heads, max_pages = block_tables.shape
+    pages, page_size = k_pages.shape[:2]
+    rows = [(b, h) for b in range(batch) if bool(reposition[b]) for h in range(heads)]
+    for b, h in rows:
+        n, t = int(lengths[b, h]), int(slot[b, h])
+        if not 0 <= n <= max_pages * page_size:
+            raise RuntimeError(f"lengths[{b}, {h}] = {n} is outside the block table")
+        if not -1 <= t < n:
+            raise RuntimeError(f"slot[{b}, {h}] = {t} is neither -1 nor a used slot")
+        for page in range(-(-n // page_size)):
+            if not 0 <= int(block_tables[b, h, page]) < pages:
+                raise RuntimeError(f"block_tables[{b}, {h}, {page}] = {int(block_tables[b, h, page])} is outside "
+                                   "the pool")
+    flat = k_pages.view(-1, k_pages.shape[-1])
+    for b, h in rows:
+        n, t = int(lengths[b, h]), int(slot[b, h])
+        if t >= 0:
+            k_orig[b, h, t], orig_rotation[b, h, t] = k[b, h], pos[b]
+        order = torch.argsort(token_index[b, h, :n], stable=True)      # ties: the lower slot first
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(n)
+        target = pos[b] - (n - 1 - rank)
+        moved = (target != rotation[b, h, :n]).nonzero()[:, 0]
+        if moved.numel() == 0:
+            continue
+        keys = _rotate_half_fp32(k_orig[b, h, moved], target[moved] - orig_rotation[b, h, moved], inv_freq)
+        rows_at = block_tables[b, h, moved // page_size].long() * page_size + moved % page_size
+        flat[rows_at] = keys.to(k_pages.dtype)
+        rotation[b, h, moved] = target[moved]
