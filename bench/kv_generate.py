@@ -8,7 +8,7 @@ also as growth over the resident memory just before it. Each policy runs in
 its own process, so no policy inherits another's freed-but-retained heap.
 The prompt is a passage of Austen; generation is forced to the full length.
 
-    python bench/kv_generate.py [--new 4096] [--budget 256] [--prompt 256]
+    python bench/kv_generate.py [--new 4096] [--budget 256] [--prompt 256] [--rounds 3] [--policies sink,window]
 """
 from __future__ import annotations
 
@@ -108,12 +108,29 @@ def run_one(args, name: str, kw) -> dict:
     return row
 
 
+def summarize(runs: list[dict], baseline: list[dict] | None) -> dict:
+    """One row per cache over the rounds: the first run's fields, decode
+    tok/s as the median with min and max, and the speed-up over DynamicCache
+    as the median (min, max) of the per-round ratios (each ratio from two
+    runs of the same round, minutes apart rather than a whole sweep)."""
+    speeds = sorted(r["decode_tok_s"] for r in runs)
+    row = dict(runs[0], decode_tok_s=speeds[len(speeds) // 2], decode_tok_s_min=speeds[0],
+               decode_tok_s_max=speeds[-1], peak_rss_mib=max(r["peak_rss_mib"] for r in runs))
+    if baseline:
+        ratios = sorted(r["decode_tok_s"] / b["decode_tok_s"] for r, b in zip(runs, baseline))
+        row.update(vs_dynamic=round(ratios[len(ratios) // 2], 3), vs_dynamic_min=round(ratios[0], 3),
+                   vs_dynamic_max=round(ratios[-1], 3))
+    return row
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--new", type=int, default=4096)
     ap.add_argument("--budget", type=int, default=256)
     ap.add_argument("--prompt", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved repeats (median and min-max per cache)")
+    ap.add_argument("--policies", help="comma-separated subset of the caches, e.g. 'dynamic (sdpa),sink'")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "results", "kv_generate.json"))
     ap.add_argument("--only", help=argparse.SUPPRESS)  # child: run this one configuration, print its row
     args = ap.parse_args()
@@ -123,16 +140,25 @@ def main():
     if args.only:
         print("ROW " + json.dumps(run_one(args, args.only, dict(configs)[args.only])), flush=True)
         return
-    rows = []
-    for name, _ in configs:
-        cmd = [sys.executable, os.path.abspath(__file__), "--only", name, "--new", str(args.new), "--budget",
-               str(args.budget), "--prompt", str(args.prompt), "--threads", str(args.threads)]
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
-        row = json.loads(next(line[4:] for line in proc.stdout.splitlines() if line.startswith("ROW ")))
+    names = args.policies.split(",") if args.policies else [n for n, _ in configs]
+    unknown = sorted(set(names) - set(dict(configs)))
+    if unknown:
+        ap.error(f"unknown --policies {unknown}; choose from {[n for n, _ in configs]}")
+    runs = {n: [] for n in names}
+    for r in range(args.rounds):               # interleaved: each round runs every cache once, in turn
+        for name in names:
+            cmd = [sys.executable, os.path.abspath(__file__), "--only", name, "--new", str(args.new), "--budget",
+                   str(args.budget), "--prompt", str(args.prompt), "--threads", str(args.threads)]
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
+            row = json.loads(next(line[4:] for line in proc.stdout.splitlines() if line.startswith("ROW ")))
+            print(f"round {r + 1}/{args.rounds}: " + json.dumps(row), flush=True)
+            runs[name].append(row)
+    rows = [summarize(runs[n], runs.get("dynamic (sdpa)")) for n in names]
+    for row in rows:
         print(json.dumps(row), flush=True)
-        rows.append(row)
     result = dict(model="SmolLM2-135M-Instruct (fp32)", prompt_tokens=args.prompt, new_tokens=args.new,
-                  threads=args.threads, date=time.strftime("%Y-%m-%d"), cpu=llmpack.cpu_isa(), rows=rows)
+                  threads=args.threads, rounds=args.rounds, date=time.strftime("%Y-%m-%d"), cpu=llmpack.cpu_isa(),
+                  rows=rows)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
 
