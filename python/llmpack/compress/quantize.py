@@ -136,6 +136,8 @@ class QuantizeReport:
     dense_bytes: int = 0
     packed_bytes: int = 0
     seconds: float = 0.0
+    smooth: float | None = None   # SmoothQuant's alpha, when the activations were smoothed first
+    smoothed: int = 0             # Linears whose inputs were smoothed
 
     def __str__(self) -> str:
         ratio = self.packed_bytes / self.dense_bytes if self.dense_bytes else 0.0
@@ -143,6 +145,8 @@ class QuantizeReport:
         lines = [f"quantize ({self.method}, W{self.wbits}A{self.abits}, group {self.group_size}): "
                  f"{len(self.swapped)} Linears, {self.dense_bytes / 2**20:.1f} MiB bf16 -> "
                  f"{self.packed_bytes / 2**20:.1f} MiB ({100 * ratio:.1f}%) in {self.seconds:.1f}s"]
+        if self.smooth is not None:
+            lines.append(f"  smoothed the inputs of {self.smoothed} Linears (SmoothQuant, alpha {self.smooth})")
         if self.errors:
             errs = sorted(self.errors.values())
             lines.append(f"  error ({what}): median {errs[len(errs) // 2]:.4f}, max {errs[-1]:.4f} "
@@ -160,11 +164,13 @@ def quantize(model: nn.Module, wbits: int = 4, abits: int = 16, group_size: int 
              calibration: torch.Tensor | None = None, symmetric: bool = False, act_symmetric: bool = False,
              skip=None, scale_dtype: torch.dtype = torch.float16, blocksize: int = 128, percdamp: float = 0.01,
              act_order: bool = False, static_groups: bool = False, batch_size: int = 8,
-             progress: bool = True) -> QuantizeReport:
+             smooth: float | None = None, progress: bool = True) -> QuantizeReport:
     """Quantize every eligible nn.Linear of ``model`` to ``wbits`` and swap it
     for a :class:`~llmpack.nn.QuantLinear` running with ``abits`` activations
     (16 = weight-only), in place. ``method="gptq"`` needs ``calibration``
-    (token ids ``[n, seq]``, split into batches of ``batch_size``). The output
+    (token ids ``[n, seq]``, split into batches of ``batch_size``), as does
+    ``smooth=alpha`` (SmoothQuant's activation smoothing, folded into the
+    norms and up_proj before quantizing; :mod:`llmpack.compress.smooth`). The output
     head and embedding-tied Linears stay dense (``skip`` overrides, as in
     :func:`llmpack.prune`)."""
     from ..nn.quant_linear import QuantLinear, check_quant_args
@@ -174,6 +180,8 @@ def quantize(model: nn.Module, wbits: int = 4, abits: int = 16, group_size: int 
         raise ValueError(f"unknown quantization method {method!r}; choose one of {METHODS}")
     if method == "gptq" and calibration is None:
         raise ValueError("method 'gptq' needs calibration inputs")
+    if smooth is not None and calibration is None:
+        raise ValueError("smooth= needs calibration inputs (the activation ranges it balances)")
     check_quant_args("quantize", wbits, abits, group_size)   # before any calibration work
     start = time.perf_counter()
     targets, skipped = _select(model, 1, skip or default_skip(model))
@@ -202,6 +210,14 @@ def quantize(model: nn.Module, wbits: int = 4, abits: int = 16, group_size: int 
     was_training = model.training
     model.eval()
     with torch.no_grad():
+        if smooth is not None:
+            from .smooth import smooth as smooth_model
+
+            layers = find_decoder_layers(model)
+            if layers is None:
+                raise ValueError("smooth= needs a model with a decoder layer stack (model.layers, transformer.h, ...)")
+            report.smoothed = smooth_model(model, layers, _batches(calibration, batch_size), smooth, progress)
+            report.smooth = smooth
         if method == "rtn":
             for name, lin in _progress(list(targets.items()), progress, desc=f"rtn W{wbits}", unit="linear"):
                 quantize_one(name, lin)
