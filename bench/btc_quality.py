@@ -1,6 +1,7 @@
 """BTC quality and speed on SmolLM2-135M: perplexity on held-out text for
-W{8,4,3,2} x A{16,8} (RTN and GPTQ, groups 128 and 32, and W4 straight from
-the shipped GGUF's Q4_1 blocks), then greedy tokens/s of QuantLinear next to
+W{8,4,3,2} x A{16,8,6,4} (RTN and GPTQ, groups 128 and 32, W4 straight from
+the shipped GGUF's Q4_1 blocks, and low-bit activations with and without
+SmoothQuant smoothing), then greedy tokens/s of QuantLinear next to
 dense and 2:4, same run.
 
 SmolLM2's weights were already 4-bit (Q4_1) in the shipped file: "dense" is
@@ -31,7 +32,8 @@ from llmpack.models import smollm2_gguf_path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _harness import smollm2_and_text  # noqa: E402
 
-# name: (method, wbits, abits, group_size); method "gguf" = the file's own blocks.
+# name: (method, wbits, abits, group_size[, smooth alpha]); method "gguf" = the file's own blocks;
+# "sq<alpha>" rows smooth the activations first (SmoothQuant, llmpack.compress.smooth).
 CONFIGS = {
     "W4A16 gguf": ("gguf", 4, 16, 32),
     "W4A8 gguf": ("gguf", 4, 8, 32),
@@ -47,18 +49,30 @@ CONFIGS = {
     "W2A8 gptq g128": ("gptq", 2, 8, 128),
     "W2A8 rtn g32": ("rtn", 2, 8, 32),
     "W2A8 gptq g32": ("gptq", 2, 8, 32),
+    "W8A8 rtn g128 sq0.5": ("rtn", 8, 8, 128, 0.5),
+    "W8A6 rtn g128": ("rtn", 8, 6, 128),
+    "W8A6 rtn g128 sq0.5": ("rtn", 8, 6, 128, 0.5),
+    "W8A4 rtn g128": ("rtn", 8, 4, 128),
+    "W8A4 rtn g128 sq0.5": ("rtn", 8, 4, 128, 0.5),
+    "W8A4 rtn g128 sq0.8": ("rtn", 8, 4, 128, 0.8),
+    "W4A8 rtn g32": ("rtn", 4, 8, 32),
+    "W4A8 rtn g32 sq0.5": ("rtn", 4, 8, 32, 0.5),
+    "W4A6 rtn g32": ("rtn", 4, 6, 32),
+    "W4A6 rtn g32 sq0.5": ("rtn", 4, 6, 32, 0.5),
 }
 
 
 def build(dense, name, calib):
-    method, wbits, abits, group = CONFIGS[name]
+    method, wbits, abits, group, *alpha = CONFIGS[name]
+    alpha = alpha[0] if alpha else None
     model = copy.deepcopy(dense)
     t0 = time.perf_counter()
     if method == "gguf":
         report = quantize_from_gguf(model, smollm2_gguf_path(), abits=abits, progress=False)
     else:
         report = llmpack.quantize(model, wbits=wbits, abits=abits, group_size=group, method=method,
-                                  calibration=calib if method == "gptq" else None, progress=False)
+                                  calibration=calib if method == "gptq" or alpha is not None else None,
+                                  smooth=alpha, progress=False)
     return model, report, time.perf_counter() - t0
 
 
