@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .._progress import progress as _progress
+from ..models import forward_no_cache
 
 # (producer of the input, the Linears that read it): paths inside one decoder layer.
 _GROUPS = (("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
@@ -94,7 +95,7 @@ def activation_absmax(model: nn.Module, linears: list[nn.Linear], batches, progr
     try:
         device = next(model.parameters()).device
         for ids in _progress(batches, progress, desc="smooth: activation ranges", unit="batch"):
-            model(ids.to(device))
+            forward_no_cache(model, ids.to(device))
     finally:
         for h in handles:
             h.remove()
