@@ -23,3 +23,18 @@
 #define LLMPACK_CPU_IMPL(m) LLMPACK_IMPL_X(LLMPACK_NS, CPU, m)
 #define LLMPACK_CUDA_IMPL(m) LLMPACK_IMPL_X(LLMPACK_NS, CUDA, m)
 #endif
+
+// An op whose impl is one template over the device, impl<kOnCuda>: impl<true>
+// (the CUDA path) for CUDA tensors, or for CPU tensors in the emulator build;
+// impl<false> (the host path) for CPU tensors in the real library.
+#if defined(LLMPACK_SIMT_EMULATION)
+#define LLMPACK_IMPL_ON_EACH_DEVICE(op_name, op_impl) \
+  LLMPACK_CUDA_IMPL(m) { m.impl(op_name, TORCH_BOX(&op_impl<true>)); }
+#elif defined(LLMPACK_WITH_CUDA)
+#define LLMPACK_IMPL_ON_EACH_DEVICE(op_name, op_impl)                    \
+  LLMPACK_CUDA_IMPL(m) { m.impl(op_name, TORCH_BOX(&op_impl<true>)); } \
+  LLMPACK_CPU_IMPL(m) { m.impl(op_name, TORCH_BOX(&op_impl<false>)); }
+#else
+#define LLMPACK_IMPL_ON_EACH_DEVICE(op_name, op_impl) \
+  LLMPACK_CPU_IMPL(m) { m.impl(op_name, TORCH_BOX(&op_impl<false>)); }
+#endif

@@ -183,14 +183,4 @@ std::tuple<Tensor, Tensor> paged_kv_append_impl(Tensor k_pages, Tensor v_pages, 
 }  // namespace
 }  // namespace llmpack::kvcache
 
-#if defined(LLMPACK_WITH_CUDA)
-LLMPACK_CUDA_IMPL(m) {
-  m.impl("paged_kv_append", TORCH_BOX(&llmpack::kvcache::paged_kv_append_impl<true>));
-}
-#endif
-
-#if !defined(LLMPACK_SIMT_EMULATION)
-LLMPACK_CPU_IMPL(m) {
-  m.impl("paged_kv_append", TORCH_BOX(&llmpack::kvcache::paged_kv_append_impl<false>));
-}
-#endif
+LLMPACK_IMPL_ON_EACH_DEVICE("paged_kv_append", llmpack::kvcache::paged_kv_append_impl)

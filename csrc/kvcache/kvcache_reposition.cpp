@@ -150,14 +150,4 @@ void paged_kv_reposition_impl(Tensor k_pages, Tensor tables, Tensor lengths, Ten
 }  // namespace
 }  // namespace llmpack::kvcache
 
-#if defined(LLMPACK_WITH_CUDA)
-LLMPACK_CUDA_IMPL(m) {
-  m.impl("paged_kv_reposition", TORCH_BOX(&llmpack::kvcache::paged_kv_reposition_impl<true>));
-}
-#endif
-
-#if !defined(LLMPACK_SIMT_EMULATION)
-LLMPACK_CPU_IMPL(m) {
-  m.impl("paged_kv_reposition", TORCH_BOX(&llmpack::kvcache::paged_kv_reposition_impl<false>));
-}
-#endif
+LLMPACK_IMPL_ON_EACH_DEVICE("paged_kv_reposition", llmpack::kvcache::paged_kv_reposition_impl)

@@ -112,3 +112,13 @@ def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
         view = {2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
         return torch.equal(a.contiguous().view(view), b.contiguous().view(view))
     return torch.equal(a, b)
+
+
+def block_tables_near_pool(src: Input, b: int, kv: int, max_pages: int, pages: int) -> torch.Tensor:
+    """int32 [b, kv, max_pages] block tables from raw int32s: small values
+    folded into -1 .. pages + 1 (mostly valid, some just outside the pool),
+    large ones kept (far outside)."""
+    raw = src.take(4 * b * kv * max_pages)
+    tables = torch.tensor(struct.unpack(f"<{b * kv * max_pages}i", raw), dtype=torch.int32)
+    tables = torch.where(tables.abs() < 1 << 20, tables % (pages + 3) - 1, tables)
+    return tables.view(b, kv, max_pages).contiguous()

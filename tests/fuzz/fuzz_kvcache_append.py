@@ -13,7 +13,7 @@ import torch
 from llmpack import _ops
 from llmpack.reference import kvcache as ref
 
-from _fuzz import Input, Seed, expect_clear_error, same_bits
+from _fuzz import Input, Seed, block_tables_near_pool, expect_clear_error, same_bits
 
 NAMES = ("block_tables", "lengths", "free_pages", "num_free", "no evictable token")
 STATE = ("k_pages", "v_pages", "block_tables", "lengths", "token_index", "rotation", "heavy_scores", "free_pages",
@@ -28,14 +28,12 @@ def args(src: Input):
     b, kv, ps, d = src.int_in(1, 3), src.int_in(1, 3), src.int_in(1, 4), src.int_in(1, 4)
     pages, max_pages, stack = src.int_in(0, 10), src.int_in(1, 4), src.int_in(0, 6)
     cap = max_pages * ps
-    raw = src.take(4 * b * kv * max_pages)
-    tables = torch.tensor(struct.unpack(f"<{b * kv * max_pages}i", raw), dtype=torch.int32)
-    tables = torch.where(tables.abs() < 1 << 20, tables % (pages + 3) - 1, tables)  # mostly near the pool
+    tables = block_tables_near_pool(src, b, kv, max_pages, pages)
     g = torch.Generator().manual_seed(src.byte())
     st = dict(
         k_pages=torch.randint(-3, 4, (pages, ps, d), generator=g).float(),
         v_pages=torch.randint(-3, 4, (pages, ps, d), generator=g).float(),
-        block_tables=tables.view(b, kv, max_pages).contiguous(),
+        block_tables=tables,
         lengths=torch.tensor(ints(src, b * kv, 0, cap + 2), dtype=torch.int32).view(b, kv) - 1,
         token_index=torch.tensor(ints(src, b * kv * cap, 0, 40), dtype=torch.long).view(b, kv, cap) - 1,
         rotation=torch.zeros(b, kv, cap, dtype=torch.long),

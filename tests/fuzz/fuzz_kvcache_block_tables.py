@@ -11,7 +11,7 @@ import torch
 from llmpack import _ops
 from llmpack.reference import kvcache as ref
 
-from _fuzz import Input, Seed, expect_clear_error
+from _fuzz import Input, Seed, block_tables_near_pool, expect_clear_error
 
 NAMES = ("block_tables", "lengths")
 
@@ -19,15 +19,13 @@ NAMES = ("block_tables", "lengths")
 def args(src: Input):
     b, kv, group = src.int_in(0, 3), src.int_in(1, 3), src.int_in(1, 3)
     ps, d, pages, max_pages = src.int_in(1, 8), src.int_in(1, 9), src.int_in(0, 12), src.int_in(0, 6)
-    raw = src.take(4 * b * kv * max_pages)
-    tables = torch.tensor(struct.unpack(f"<{b * kv * max_pages}i", raw), dtype=torch.int32)
-    tables = torch.where(tables.abs() < 1 << 20, tables % (pages + 3) - 1, tables)  # mostly near the pool
+    tables = block_tables_near_pool(src, b, kv, max_pages, pages)
     lengths = torch.tensor([src.int_in(0, max_pages * ps + 2) - 1 for _ in range(b * kv)], dtype=torch.int32)
     g = torch.Generator().manual_seed(src.byte())
     k = torch.randint(-3, 4, (pages, ps, d), generator=g).float()
     v = torch.randint(-3, 4, (pages, ps, d), generator=g).float()
     q = torch.randint(-3, 4, (b, kv * group, d), generator=g).float()
-    return q, k, v, tables.view(b, kv, max_pages), lengths.view(b, kv)
+    return q, k, v, tables, lengths.view(b, kv)
 
 
 def valid(k, tables, lengths) -> bool:

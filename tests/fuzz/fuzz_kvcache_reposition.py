@@ -15,7 +15,7 @@ import torch
 from llmpack import _ops
 from llmpack.reference import kvcache as ref
 
-from _fuzz import Input, Seed, expect_clear_error, same_bits
+from _fuzz import Input, Seed, block_tables_near_pool, expect_clear_error, same_bits
 
 NAMES = ("block_tables", "lengths", "slot")
 STATE = ("k_pages", "block_tables", "lengths", "token_index", "rotation", "k_orig", "orig_rotation")
@@ -29,13 +29,11 @@ def args(src: Input):
     b, kv, ps, d = src.int_in(1, 3), src.int_in(1, 2), src.int_in(1, 4), src.int_in(1, 5)
     pages, max_pages, half_rot = src.int_in(0, 10), src.int_in(1, 3), src.int_in(0, 5) % (d // 2 + 1)
     cap = max_pages * ps
-    raw = src.take(4 * b * kv * max_pages)
-    tables = torch.tensor(struct.unpack(f"<{b * kv * max_pages}i", raw), dtype=torch.int32)
-    tables = torch.where(tables.abs() < 1 << 20, tables % (pages + 3) - 1, tables)  # mostly near the pool
+    tables = block_tables_near_pool(src, b, kv, max_pages, pages)
     g = torch.Generator().manual_seed(src.byte())
     st = dict(
         k_pages=torch.randint(-3, 4, (pages, ps, d), generator=g).float(),
-        block_tables=tables.view(b, kv, max_pages).contiguous(),
+        block_tables=tables,
         lengths=torch.tensor(ints(src, b * kv, 0, cap + 2), dtype=torch.int32).view(b, kv) - 1,
         token_index=torch.tensor(ints(src, b * kv * cap, 0, 30), dtype=torch.long).view(b, kv, cap) - 1,
         rotation=torch.tensor(ints(src, b * kv * cap, 0, 60), dtype=torch.long).view(b, kv, cap),
