@@ -93,6 +93,18 @@ inline void check_cpu_or_cuda(const Tensor& t, const char* op, const char* arg) 
   LLMPACK_CHECK(t.is_cpu() || t.is_cuda(), op, ": ", arg, " must be a CPU or CUDA tensor");
 }
 
+// Ops on a cache's own state tensors (the KV bookkeeping ops): each tensor on
+// the CPU or CUDA, on the first one's device, and contiguous, since several
+// are mutated in place and no contiguous copy may stand in for them.
+inline void check_state_tensors(std::initializer_list<std::pair<const Tensor*, const char*>> all, const char* op) {
+  const auto& [first, first_name] = *all.begin();
+  for (const auto& [t, name] : all) {
+    check_cpu_or_cuda(*t, op, name);
+    check_same_device(*first, *t, op, first_name, name);
+    LLMPACK_CHECK(t->is_contiguous(), op, ": ", name, " must be contiguous");
+  }
+}
+
 // Kernels read dense row-major memory. A strided view is made contiguous here
 // (a copy), which is what a caller passing a transposed weight expects.
 // Contiguous and aligned to its element size: kernels read elements through

@@ -26,19 +26,12 @@ Step check_append_args(const Tensor& k_pages, const Tensor& v_pages, const Tenso
                        const Tensor& free_pages, const Tensor& num_free, const Tensor& seen, const Tensor& k,
                        const Tensor& v, const Tensor& pos, const Tensor& real, const Tensor& budget,
                        const Tensor& sinks, const Tensor& recent, const Tensor& heavy) {
-  const std::pair<const Tensor*, const char*> all[] = {
-      {&k_pages, "k_pages"}, {&v_pages, "v_pages"}, {&tables, "block_tables"}, {&lengths, "lengths"},
-      {&token_index, "token_index"}, {&rotation, "rotation"}, {&heavy_scores, "heavy_scores"},
-      {&free_pages, "free_pages"}, {&num_free, "num_free"}, {&seen, "seen"}, {&k, "k"}, {&v, "v"},
-      {&pos, "pos"}, {&real, "real"}, {&budget, "budget"}, {&sinks, "sinks"}, {&recent, "recent"},
-      {&heavy, "heavy"}};
-  for (const auto& [t, name] : all) {
-    check_cpu_or_cuda(*t, kOp, name);
-    check_same_device(k_pages, *t, kOp, "k_pages", name);
-    // Mutated in place, so no contiguous copy may stand in for them; the read-only ones must be dense too
-    // (they are the cache's own tensors).
-    LLMPACK_CHECK(t->is_contiguous(), kOp, ": ", name, " must be contiguous");
-  }
+  check_state_tensors({{&k_pages, "k_pages"}, {&v_pages, "v_pages"}, {&tables, "block_tables"},
+                       {&lengths, "lengths"}, {&token_index, "token_index"}, {&rotation, "rotation"},
+                       {&heavy_scores, "heavy_scores"}, {&free_pages, "free_pages"}, {&num_free, "num_free"},
+                       {&seen, "seen"}, {&k, "k"}, {&v, "v"}, {&pos, "pos"}, {&real, "real"}, {&budget, "budget"},
+                       {&sinks, "sinks"}, {&recent, "recent"}, {&heavy, "heavy"}},
+                      kOp);
   check_dim(k_pages, 3, kOp, "k_pages");
   check_dim(tables, 3, kOp, "block_tables");
   check_dim(k, 3, kOp, "k");

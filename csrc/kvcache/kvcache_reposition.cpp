@@ -24,16 +24,11 @@ RepositionParams check_reposition_args(Tensor& k_pages, const Tensor& tables, co
                                        const Tensor& token_index, Tensor& rotation, Tensor& k_orig,
                                        Tensor& orig_rotation, const Tensor& slot, const Tensor& k,
                                        const Tensor& pos, const Tensor& reposition, const Tensor& inv_freq) {
-  const std::pair<const Tensor*, const char*> all[] = {
-      {&k_pages, "k_pages"}, {&tables, "block_tables"}, {&lengths, "lengths"}, {&token_index, "token_index"},
-      {&rotation, "rotation"}, {&k_orig, "k_orig"}, {&orig_rotation, "orig_rotation"}, {&slot, "slot"},
-      {&k, "k"}, {&pos, "pos"}, {&reposition, "reposition"}, {&inv_freq, "inv_freq"}};
-  for (const auto& [t, name] : all) {
-    check_cpu_or_cuda(*t, kOp, name);
-    check_same_device(k_pages, *t, kOp, "k_pages", name);
-    // The cache's own tensors, several mutated in place: no contiguous copy may stand in for them.
-    LLMPACK_CHECK(t->is_contiguous(), kOp, ": ", name, " must be contiguous");
-  }
+  check_state_tensors({{&k_pages, "k_pages"}, {&tables, "block_tables"}, {&lengths, "lengths"},
+                       {&token_index, "token_index"}, {&rotation, "rotation"}, {&k_orig, "k_orig"},
+                       {&orig_rotation, "orig_rotation"}, {&slot, "slot"}, {&k, "k"}, {&pos, "pos"},
+                       {&reposition, "reposition"}, {&inv_freq, "inv_freq"}},
+                      kOp);
   check_dim(k_pages, 3, kOp, "k_pages");
   check_dim(tables, 3, kOp, "block_tables");
   check_dim(inv_freq, 1, kOp, "inv_freq");

@@ -122,3 +122,13 @@ def block_tables_near_pool(src: Input, b: int, kv: int, max_pages: int, pages: i
     tables = torch.tensor(struct.unpack(f"<{b * kv * max_pages}i", raw), dtype=torch.int32)
     tables = torch.where(tables.abs() < 1 << 20, tables % (pages + 3) - 1, tables)
     return tables.view(b, kv, max_pages).contiguous()
+
+
+def rejected_untouched(err: Exception, want, state: dict, before: dict, names) -> None:
+    """The oracle of an all-or-nothing op that raised: a clear error naming
+    one of ``names``, a state the reference rejects too (``want`` None), and
+    every tensor of ``state`` bit for bit as it was."""
+    expect_clear_error(err, names)
+    assert want is None, f"valid state rejected: {err}"
+    for n, t in state.items():
+        assert same_bits(t, before[n]), f"{n} changed by a rejected step"
