@@ -145,9 +145,10 @@ def main():
             for c in configs:
                 t = res[c]
                 streamed = nbytes(ours[c][:3])          # planes + scales + offsets (code sums: A<16 only)
-                # The VNNI core (avx512_bf16 and up) forms the code sums from the codes it expands
-                # and never reads them; the other levels' integer cores stream them too.
-                if bits_of(c)[1] != 16 and isa_of(c, default_isa) not in ("avx512_bf16", "amx"):
+                # The SIMD cores (avx2 and up) form sum_g s_g Q_g from the codes they expand and
+                # never read the code sums; only the generic level's bit-serial core streams them.
+                bitserial = isa_of(c, default_isa) == "generic" or os.environ.get("LLMPACK_BTC_DOT") == "bitserial"
+                if bits_of(c)[1] != 16 and bitserial:
                     streamed += nbytes(ours[c][3:])
                 gbs = streamed / t.median_s / 1e9
                 ups = " ".join(f"{res[b].median_s / t.median_s:9.2f}x" for b in BASELINES)

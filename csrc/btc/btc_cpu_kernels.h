@@ -17,8 +17,10 @@
 // parameter F): the fields layout expands in a few ops per chunk where the
 // planes take ~5 per bit, so QuantLinear holds fields on the CPU.
 // Per group the chunk sums are scaled (int -> fp32, exact below 2^24) into a
-// vector accumulator; zero-point / offset corrections come from the code
-// sums in a scalar pass per row, so the core itself is the exact integer.
+// vector accumulator; zero-point / offset corrections are a scalar pass per
+// row, so the core itself is the exact integer. The corrections need the
+// row's sum_g s_g Q_g: the SIMD cores form it from the codes they expand
+// (kSqInCore), only the bit-serial core reads the code sums.
 #pragma once
 #ifndef LLMPACK_ISA_NS
 #error "define LLMPACK_ISA_NS before including btc_cpu_kernels.h"
@@ -419,7 +421,10 @@ __attribute__((always_inline)) inline void int_row_vnni512(const LinearParams& p
 #endif
 
 // Tokens t0 .. t0 + T - 1 against weight row n: sum_g s_g I_g per token.
-template <int WB, int T, Dot D, bool F>
+// With SQ the AVX2 cores also form the row's sum_g s_g Q_g (*sq) from the
+// codes they expanded, so the code sums are never read (int_rows asks for it
+// on a row's first token block only).
+template <int WB, int T, Dot D, bool F, bool SQ>
 __attribute__((noinline)) void int_row(const LinearParams& p, const uint32_t* xplanes, const float* srow,
                                        int64_t n, int64_t t0, float* core, float* sq) {
   const Weight& w = p.w;
@@ -433,33 +438,51 @@ __attribute__((noinline)) void int_row(const LinearParams& p, const uint32_t* xp
 #endif
 #if defined(__AVX2__)
   if constexpr (D != Dot::kBitSerial) {
-    __m256 acc[T];
+    // Q_g: vpsadbw against zero sums each 8 code bytes into a qword (its
+    // high half stays 0, so the int32 -> fp32 convert sees the sum and
+    // zeros); three ops a chunk, off the tokens' critical path.
+    const __m256i zero = _mm256_setzero_si256();
+    __m256 acc[T], sqv = _mm256_setzero_ps();
     for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
     if (gw == 1) {  // groups of 32: one chunk per group, no inner loop
-      for (int64_t c = 0; c < real_words; ++c) {
+      // Chunks alternate between two accumulator sets, so the FMA latency
+      // chain (4 cycles on Zen 3) does not bound a chunk's ~12 ops at T = 1.
+      __m256 acc2[T], sqv2 = _mm256_setzero_ps();
+      for (int t = 0; t < T; ++t) acc2[t] = _mm256_setzero_ps();
+      auto step = [&](int64_t c, __m256* a, __m256& sa) __attribute__((always_inline)) {
         const __m256i q = next_chunk<WB, F>(row, c);
         const __m256 s = _mm256_broadcast_ss(srow + c);
+        if constexpr (SQ) sa = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sad_epu8(q, zero)), s, sa);
         for (int t = 0; t < T; ++t)
-          acc[t] = _mm256_fmadd_ps(
-              _mm256_cvtepi32_ps(dot_acc<D>(_mm256_setzero_si256(), q, p.a.codes + (t0 + t) * padded + c * 32)), s,
-              acc[t]);
+          a[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_acc<D>(zero, q, p.a.codes + (t0 + t) * padded + c * 32)),
+                                 s, a[t]);
+      };
+      int64_t c = 0;
+      for (; c + 2 <= real_words; c += 2) {
+        step(c, acc, sqv);
+        step(c + 1, acc2, sqv2);
       }
-      for (int t = 0; t < T; ++t) core[t] = hsum256(acc[t]);
-      return;
-    }
-    for (int64_t g = 0; g < w.groups; ++g) {
-      __m256i gi[T];
-      for (int t = 0; t < T; ++t) gi[t] = _mm256_setzero_si256();
-      const int64_t c1 = std::min((g + 1) * gw, real_words);
-      for (int64_t c = g * gw; c < c1; ++c) {
-        const __m256i q = next_chunk<WB, F>(row, c);
-        for (int t = 0; t < T; ++t)
-          gi[t] = dot_acc<D>(gi[t], q, p.a.codes + (t0 + t) * padded + c * 32);
+      if (c < real_words) step(c, acc, sqv);
+      sqv = _mm256_add_ps(sqv, sqv2);
+      for (int t = 0; t < T; ++t) acc[t] = _mm256_add_ps(acc[t], acc2[t]);
+    } else {
+      for (int64_t g = 0; g < w.groups; ++g) {
+        __m256i gi[T], gq = zero;
+        for (int t = 0; t < T; ++t) gi[t] = zero;
+        const int64_t c1 = std::min((g + 1) * gw, real_words);
+        for (int64_t c = g * gw; c < c1; ++c) {
+          const __m256i q = next_chunk<WB, F>(row, c);
+          if constexpr (SQ) gq = _mm256_add_epi64(gq, _mm256_sad_epu8(q, zero));  // < 2^31 per lane
+          for (int t = 0; t < T; ++t)
+            gi[t] = dot_acc<D>(gi[t], q, p.a.codes + (t0 + t) * padded + c * 32);
+        }
+        const __m256 s = _mm256_broadcast_ss(srow + g);
+        if constexpr (SQ) sqv = _mm256_fmadd_ps(_mm256_cvtepi32_ps(gq), s, sqv);
+        for (int t = 0; t < T; ++t) acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(gi[t]), s, acc[t]);
       }
-      const __m256 s = _mm256_broadcast_ss(srow + g);
-      for (int t = 0; t < T; ++t) acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(gi[t]), s, acc[t]);
     }
     for (int t = 0; t < T; ++t) core[t] = hsum256(acc[t]);
+    if constexpr (SQ) *sq = hsum256(sqv);
     return;
   }
 #endif
@@ -672,12 +695,14 @@ inline Dot choose_dot(int64_t wbits, int64_t abits) {
 #endif
 }
 
-// Whether int_row forms sum_g s_g Q_g itself (int_row_vnni512) instead of
-// int_rows reading the code sums.
+// Whether int_row forms sum_g s_g Q_g itself (the SIMD cores: int_row_vnni512
+// always, the AVX2 core when asked) instead of int_rows reading the code
+// sums: at group 32 those are 4 bytes per 32 weights, a fifth of the W4 bytes
+// and a third of W2's, and M = 1 is bound by the bytes read.
 template <Dot D>
 constexpr bool kSqInCore =
-#if defined(__AVX512VNNI__)
-    D == Dot::kMaddubs || D == Dot::kShifted;
+#if defined(__AVX2__)
+    D != Dot::kBitSerial;
 #else
     false;
 #endif
@@ -686,24 +711,35 @@ constexpr bool kSqInCore =
 template <int WB, Dot D, bool F>
 void int_rows(const LinearParams& p, const uint32_t* xplanes, const float* pc) {
   const int64_t G = p.w.groups;
+  constexpr bool in_core = kSqInCore<D>;
+  if (p.m == 0) return;
   parallel_for(0, p.w.n, grain_for(p.w.kw * 32 * p.m), [&](int64_t n0, int64_t n1) {
     float core[4];
     RowMeta r(G);
     for (int64_t n = n0; n < n1; ++n) {
-      prefetch_row_meta(p.w, n + 1, !kSqInCore<D>);
-      load_row_meta(p.w, n, !kSqInCore<D>, r);
-      float sq = kSqInCore<D> ? 0.f : dot_f32(r.s.data(), r.q.data(), G);  // else set by int_row
+      prefetch_row_meta(p.w, n + 1, !in_core);
+      load_row_meta(p.w, n, !in_core, r);
+      float sq = in_core ? 0.f : dot_f32(r.s.data(), r.q.data(), G);  // else set by the first int_row
       const float shift = D == Dot::kShifted ? 128.f : 0.f;  // the cores summed q (p - 128)
       auto done = [&](int64_t t, float c) {
         finish(p, t, n, p.a.scales[t] * (c + (shift - float(p.a.zeros[t])) * sq + dot_f32(r.m.data(), pc + t * G, G)));
       };
       int64_t t = 0;
+      if (p.m >= 4) {
+        int_row<WB, 4, D, F, in_core>(p, xplanes, r.s.data(), n, 0, core, &sq);
+        for (int i = 0; i < 4; ++i) done(i, core[i]);
+        t = 4;
+      } else {
+        int_row<WB, 1, D, F, in_core>(p, xplanes, r.s.data(), n, 0, core, &sq);
+        done(0, core[0]);
+        t = 1;
+      }
       for (; t + 4 <= p.m; t += 4) {
-        int_row<WB, 4, D, F>(p, xplanes, r.s.data(), n, t, core, &sq);
+        int_row<WB, 4, D, F, false>(p, xplanes, r.s.data(), n, t, core, &sq);
         for (int i = 0; i < 4; ++i) done(t + i, core[i]);
       }
       for (; t < p.m; ++t) {
-        int_row<WB, 1, D, F>(p, xplanes, r.s.data(), n, t, core, &sq);
+        int_row<WB, 1, D, F, false>(p, xplanes, r.s.data(), n, t, core, &sq);
         done(t, core[0]);
       }
     }
