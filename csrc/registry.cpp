@@ -70,8 +70,11 @@ LLMPACK_LIBRARY(m) {
         "-> Tensor");
   // y [..., N] = x [..., K] @ W^T + bias with W packed as (planes, scales, zeros | offsets, code_sums)
   // (planes may be btc_to_fields' uint8 layout on CPU); x quantized per token to abits (1..8), or kept float (abits = 16: weight-only); fp32 accumulation.
+  // scaled_sums fp32 [N] (optional, from btc_scaled_sums): sum_g scales * code_sums per row, which the CPU
+  // kernels otherwise form per call; trusted like code_sums (QuantLinear derives and caches it).
   m.def("btc_linear(Tensor x, Tensor planes, Tensor scales, Tensor? zeros, Tensor? offsets, Tensor code_sums, "
-        "int wbits, int abits, int group_size, Tensor? bias=None, bool act_symmetric=False) -> Tensor");
+        "int wbits, int abits, int group_size, Tensor? bias=None, bool act_symmetric=False, "
+        "Tensor? scaled_sums=None) -> Tensor");
 #if defined(LLMPACK_SIMT_EMULATION)
   // Test-only (emulator build): the CUTLASS path's transpose+bias kernel, y [m, N] = d[:, :m]^T (+ bias).
   m.def("_transpose_bias(Tensor d, Tensor? bias, int m) -> Tensor");

@@ -7,6 +7,7 @@ import torch
 
 from conftest import assert_close_dot, check_op
 
+from llmpack._ops import btc_scaled_sums
 from llmpack.reference import btc as R
 
 ops = torch.ops.llmpack
@@ -164,6 +165,10 @@ def check_linear(x, wc, planes, scales, zeros, offsets, sums, wbits, abits, grou
     magnitude = (x2.abs() @ w.abs().T).reshape(ref.shape) + (0 if bias is None else bias.double().abs())
     # The corrections are applied per group in fp32: a few more roundings than a plain dot.
     assert_close_dot(y, ref, 4 * magnitude, x.shape[-1])
+    # The row sums the caller may precompute (QuantLinear caches them): the same value, rounded elsewhere.
+    y_given = ops.btc_linear(x, fields, scales, zeros, offsets, sums, wbits, abits, group_size, bias, sym,
+                             btc_scaled_sums(scales, sums))
+    assert_close_dot(y_given, ref, 4 * magnitude, x.shape[-1])
     return y
 
 
@@ -229,6 +234,8 @@ def test_opcheck_and_compile():
     check_op(ops.btc_to_planes.default, (ops.btc_to_fields(planes, 4), 4))
     check_op(ops.btc_linear.default, (x, ops.btc_to_fields(planes, 4), scales, None, offsets, sums, 4, 8, 32, None,
                                       False))
+    check_op(ops.btc_linear.default, (x, ops.btc_to_fields(planes, 4), scales, None, offsets, sums, 4, 8, 32, None,
+                                      False, btc_scaled_sums(scales, sums)))
     check_op(ops.btc_quantize_activations.default, (x, 8, 32, False))
     xp = ops.btc_quantize_activations(x, 8, 32)[0]
     check_op(ops.btc_matmul_int.default, (xp, planes, 8, 4, 32, 97))
@@ -259,6 +266,10 @@ def test_bad_inputs():
         ops.btc_linear(x, planes, scales, zeros.int(), None, sums, 4, 8, 32)
     with pytest.raises(RuntimeError, match="code_sums must be int32"):
         ops.btc_linear(x, planes, scales, zeros, None, sums.long(), 4, 8, 32)
+    with pytest.raises(RuntimeError, match=r"scaled_sums must be \[5\] \(one per row of planes\), got \[4\]"):
+        ops.btc_linear(x, planes, scales, zeros, None, sums, 4, 8, 32, None, False, torch.zeros(4))
+    with pytest.raises(RuntimeError, match="scaled_sums must be float32"):
+        ops.btc_linear(x, planes, scales, zeros, None, sums, 4, 8, 32, None, False, torch.zeros(5).double())
     with pytest.raises(RuntimeError, match="x must be float32 or bfloat16 or float16"):
         ops.btc_linear(x.double(), planes, scales, zeros, None, sums, 4, 8, 32)
     with pytest.raises(RuntimeError, match="planes must be int32"):

@@ -45,6 +45,31 @@ def test_from_linear_forward_matches_reference(abits):
     assert torch.equal(q.dense_weight(), R.dequantize(q.codes(), q.scales, q.zeros, None, 64).float())
 
 
+def test_cached_scaled_sums_follow_the_scales():
+    # QuantLinear caches the per-row sum_g s_g Q_g for the CPU integer kernels: editing the scales
+    # in place, or replacing them or the code sums, must not leave the output on stale sums.
+    q = QuantLinear.from_linear(linear(), wbits=4, abits=8, group_size=64)
+    x = torch.randn(3, 200)
+
+    def ref():
+        return R.linear(x, q.codes(), q.scales, q.zeros, None, abits=8, group_size=64, bias=q.bias.detach())
+
+    torch.testing.assert_close(q(x), ref(), rtol=1e-4, atol=1e-4)
+    first = q._scaled_sums()
+    assert first is q._scaled_sums()                      # cached between calls
+    q.scales.mul_(2)
+    torch.testing.assert_close(q(x), ref(), rtol=1e-4, atol=1e-4)
+    q.scales = q.scales / 2
+    torch.testing.assert_close(q(x), ref(), rtol=1e-4, atol=1e-4)
+    assert torch.allclose(q._scaled_sums(), first)
+    q.code_sums = q.code_sums.clone()                     # a new tensor: recomputed, same value
+    assert q._scaled_sums() is not first
+    with torch.inference_mode():                          # no version counters there: the kernel forms it
+        qi = QuantLinear.from_linear(linear(), wbits=4, abits=8, group_size=64)
+        assert qi._scaled_sums() is None
+        torch.testing.assert_close(qi(x), q(x), rtol=1e-4, atol=1e-4)
+
+
 def test_w8_weight_only_is_close_to_dense():
     lin = linear()
     q = QuantLinear.from_linear(lin, wbits=8, group_size=32)

@@ -45,6 +45,8 @@
 //   zeros      uint8 (integer zero point, < 2^b)  -- or --
 //   offsets    the scales' dtype (float offset m)
 //   code_sums  int32  sum of the group's codes (the corrections' input)
+// Per row, optional: scaled_sums fp32 [rows] = sum_g s_g code_sums_g, as
+// btc_scaled_sums computes it (QuantLinear caches it for the CPU kernels).
 #pragma once
 
 #include <cstdint>
@@ -88,6 +90,9 @@ struct Weight {
   int64_t n, k, kw, wbits, group_size, groups;
   Dtype scale_dtype;
   bool fields;                // planes holds the fields layout (CPU only)
+  // [n] fp32 sum_g s_g Q_g (the corrections' only use of the code sums), or
+  // nullptr: CPU kernels then form it from the codes (SIMD) or the code sums.
+  const float* scaled_sums = nullptr;
 };
 
 // One chunk's 32 codes (element order) <-> its `bits` plane words: the one

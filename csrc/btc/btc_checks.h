@@ -69,14 +69,15 @@ inline IntArgs check_matmul_int(const Tensor& x_planes, const Tensor& w_planes, 
 
 struct WeightArgs {
   Tensor planes, scales, code_sums;
-  std::optional<Tensor> zeros, offsets;
+  std::optional<Tensor> zeros, offsets, scaled_sums;
   Weight view;
 };
 
 // The packed weight for inputs of K features; dense (contiguous, aligned) copies where needed.
 // `planes` may hold the fields layout (uint8) where the caller's kernels read it (CPU).
 inline WeightArgs check_weight(const Tensor& planes, const Tensor& scales, const std::optional<Tensor>& zeros,
-                               const std::optional<Tensor>& offsets, const Tensor& code_sums, int64_t wbits,
+                               const std::optional<Tensor>& offsets, const Tensor& code_sums,
+                               const std::optional<Tensor>& scaled_sums, int64_t wbits,
                                int64_t group_size, int64_t k, const char* op, bool fields_ok) {
   check_bits(wbits, 8, op, "wbits");
   check_group_size(group_size, op);
@@ -106,15 +107,23 @@ inline WeightArgs check_weight(const Tensor& planes, const Tensor& scales, const
     LLMPACK_CHECK(offsets->scalar_type() == scales.scalar_type(), op, ": offsets must have the scales' dtype ",
                   dtype_name(scales.scalar_type()), ", got ", dtype_name(offsets->scalar_type()));
   }
-  WeightArgs a{dense(planes), dense(scales), dense(code_sums), std::nullopt, std::nullopt, {}};
+  if (scaled_sums) {
+    check_same_device(planes, *scaled_sums, op, "planes", "scaled_sums");
+    check_dtype(*scaled_sums, {ScalarType::Float}, op, "scaled_sums");
+    LLMPACK_CHECK(scaled_sums->dim() == 1 && scaled_sums->size(0) == n, op, ": scaled_sums must be [", n,
+                  "] (one per row of planes), got ", shape_str(*scaled_sums));
+  }
+  WeightArgs a{dense(planes), dense(scales), dense(code_sums), std::nullopt, std::nullopt, std::nullopt, {}};
   if (zeros) a.zeros = dense(*zeros);
   if (offsets) a.offsets = dense(*offsets);
+  if (scaled_sums) a.scaled_sums = dense(*scaled_sums);
   a.view = {static_cast<const uint32_t*>(a.planes.const_data_ptr()),
             a.scales.const_data_ptr(),
             a.zeros ? static_cast<const uint8_t*>(a.zeros->const_data_ptr()) : nullptr,
             a.offsets ? a.offsets->const_data_ptr() : nullptr,
             static_cast<const int32_t*>(a.code_sums.const_data_ptr()),
-            n, k, k_words(k), wbits, group_size, groups, dtype_of(scales.scalar_type()), fields};
+            n, k, k_words(k), wbits, group_size, groups, dtype_of(scales.scalar_type()), fields,
+            a.scaled_sums ? static_cast<const float*>(a.scaled_sums->const_data_ptr()) : nullptr};
   return a;
 }
 

@@ -78,12 +78,14 @@ Tensor btc_matmul_int_cuda(Tensor x_planes_in, Tensor w_planes_in, int64_t abits
 
 Tensor btc_linear_cuda(Tensor x, Tensor planes, Tensor scales, std::optional<Tensor> zeros,
                        std::optional<Tensor> offsets, Tensor code_sums, int64_t wbits, int64_t abits,
-                       int64_t group_size, std::optional<Tensor> bias, bool act_symmetric) {
+                       int64_t group_size, std::optional<Tensor> bias, bool act_symmetric,
+                       std::optional<Tensor> scaled_sums) {
   constexpr const char* op = "btc_linear";
   check_linear_x(x, planes, bias, abits, act_symmetric, op);
   const int64_t k = x.size(x.dim() - 1);
   LLMPACK_CHECK(k >= 1, op, ": x must have at least one feature");
-  const WeightArgs w = check_weight(planes, scales, zeros, offsets, code_sums, wbits, group_size, k, op, false);
+  const WeightArgs w = check_weight(planes, scales, zeros, offsets, code_sums, scaled_sums, wbits,
+                                    group_size, k, op, false);
   if (abits < 16) check_core_range(wbits, abits, group_size, k, op);
   const Flat f = flatten_x(x, w.view.n);
   const int64_t m = f.m, n = w.view.n;

@@ -245,7 +245,8 @@ def _(x_planes, w_planes, abits, wbits, group_size, in_features):
 
 
 @torch.library.register_fake("llmpack::btc_linear")
-def _(x, planes, scales, zeros, offsets, code_sums, wbits, abits, group_size, bias=None, act_symmetric=False):
+def _(x, planes, scales, zeros, offsets, code_sums, wbits, abits, group_size, bias=None, act_symmetric=False,
+      scaled_sums=None):
     torch._check(planes.shape[1] == btc_k_words(x.shape[-1]),
                  lambda: f"btc_linear: planes {tuple(planes.shape)} do not match K = {x.shape[-1]}")
     return x.new_empty(*x.shape[:-1], planes.shape[0])
@@ -285,7 +286,15 @@ def btc_matmul_int(x_planes, w_planes, abits: int, wbits: int, group_size: int, 
 
 
 def btc_linear(x, planes, scales, zeros, offsets, code_sums, wbits: int, abits: int, group_size: int,
-               bias=None, act_symmetric: bool = False) -> torch.Tensor:
-    """``x [..., K] @ W^T + bias`` with W packed as BTC planes; ``abits=16`` keeps x float."""
+               bias=None, act_symmetric: bool = False, scaled_sums=None) -> torch.Tensor:
+    """``x [..., K] @ W^T + bias`` with W packed as BTC planes; ``abits=16`` keeps x float.
+    ``scaled_sums`` (optional, :func:`btc_scaled_sums` of the same scales and code sums) saves the
+    CPU kernels forming it per call; it is trusted, like ``code_sums``."""
     return _ops.btc_linear(x, planes, scales, zeros, offsets, code_sums, wbits, abits, group_size, bias,
-                           act_symmetric)
+                           act_symmetric, scaled_sums)
+
+
+def btc_scaled_sums(scales: torch.Tensor, code_sums: torch.Tensor) -> torch.Tensor:
+    """fp32 ``[N]``: sum over groups of ``scales * code_sums``, the one per-row term the zero-point /
+    offset corrections need from the codes (csrc/btc/btc.h)."""
+    return (scales.float() * code_sums.float()).sum(1)

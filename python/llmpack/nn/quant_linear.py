@@ -152,12 +152,29 @@ class QuantLinear(nn.Module):
         w = s * (q - per(self.zeros)) if self.zero_point else s * q + per(self.offsets)
         return w.to(self.dtype)
 
+    def _scaled_sums(self) -> torch.Tensor | None:
+        """``btc_scaled_sums`` of the held scales and code sums, cached for the CPU integer kernels (which
+        otherwise form it every call: ~1.05-1.25x at M = 1). The cache is keyed on those two tensors and
+        their in-place version counters, so replacing or editing either recomputes it; inference-mode
+        tensors (no version counter) and traced code skip it and let the kernel form it."""
+        if self.abits == 16 or self.planes.device.type != "cpu" or torch.compiler.is_compiling():
+            return None
+        try:
+            key = (self.scales._version, self.code_sums._version)
+        except RuntimeError:
+            return None
+        cached = getattr(self, "_scaled_sums_cache", None)
+        if cached is None or cached[0] is not self.scales or cached[1] is not self.code_sums or cached[2] != key:
+            cached = (self.scales, self.code_sums, key, _ops.btc_scaled_sums(self.scales, self.code_sums))
+            self._scaled_sums_cache = cached
+        return cached[3]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
         if x.device.type not in ("cpu", "cuda"):
             return F.linear(x, self.dense_weight().to(x), bias)
         return _ops.btc_linear(x, self.planes, self.scales, self.zeros, self.offsets, self.code_sums, self.wbits,
-                               self.abits, self.group_size, bias, self.act_symmetric)
+                               self.abits, self.group_size, bias, self.act_symmetric, self._scaled_sums())
 
     @property
     def packed_bytes(self) -> int:

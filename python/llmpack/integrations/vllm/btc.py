@@ -51,12 +51,16 @@ class BtcLinearMethod(LinearMethodBase):
         for name in ("planes", "scales", "zeros", "offsets", "code_sums"):
             if hasattr(layer, name):
                 setattr(layer, name, torch.nn.Parameter(getattr(layer, name).data.contiguous(), requires_grad=False))
+        layer.scaled_sums = None
         if layer.planes.device.type == "cpu":  # the CPU kernels' faster layout, same bytes (QuantLinear does the same)
             layer.planes = torch.nn.Parameter(_ops.btc_to_fields(layer.planes.data, layer.llmpack_btc["wbits"]),
                                               requires_grad=False)
+            if layer.llmpack_btc["abits"] != 16:  # the integer kernels' per-row correction input, formed once
+                layer.scaled_sums = _ops.btc_scaled_sums(layer.scales.data, layer.code_sums.data)
 
     def apply(self, layer, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         s = layer.llmpack_btc
         return _ops.btc_linear(x, layer.planes, layer.scales, getattr(layer, "zeros", None),
                                getattr(layer, "offsets", None), layer.code_sums, s["wbits"], s["abits"],
-                               s["group_size"], None if bias is None else bias.to(x.dtype), s["act_symmetric"])
+                               s["group_size"], None if bias is None else bias.to(x.dtype), s["act_symmetric"],
+                               layer.scaled_sums)
