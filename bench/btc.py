@@ -15,6 +15,8 @@ second over the DRAM read bandwidth measured on this machine.
                         [--layout fields|planes|both]
     LLMPACK_BTC_DOT=bitserial|madd16 python bench/btc.py ...   (force a core method: crossover table)
 
+"W4A8~core" runs without the row sums QuantLinear caches (btc_scaled_sums), so
+the core forms them itself: next to "W4A8" it times what the cache saves.
 A config may name the ISA level it runs at, "W4A8@avx512" next to "W4A8": the
 two alternate in the same rounds (every BTC call sets its level first), which
 is how a new level's kernels are measured against the one below.
@@ -54,8 +56,8 @@ def packed_btc(n, k, wbits, dtype=torch.bfloat16):
 
 
 def bits_of(config):
-    """"W4A8", "W4A8/p" or "W4A8@avx512" -> (4, 8)."""
-    c = config.split("@")[0].split("/")[0]
+    """"W4A8", "W4A8/p", "W4A8~core" or "W4A8@avx512" -> (4, 8)."""
+    c = config.split("@")[0].split("/")[0].split("~")[0]
     return int(c[1:c.index("A")]), int(c[c.index("A") + 1:])
 
 
@@ -118,7 +120,7 @@ def main():
         ours = {}
         for c in configs:
             planes, *rest = packed_btc(n, k, bits_of(c)[0])
-            ours[c] = (planes if c.split("@")[0].endswith("/p") else _ops.btc_to_fields(planes, bits_of(c)[0]), *rest)
+            ours[c] = (planes if "/p" in c.split("@")[0] else _ops.btc_to_fields(planes, bits_of(c)[0]), *rest)
         for m in ms:
             cold = m <= 16
             mk = (lambda a: Cold(lambda a=a: tuple(t.clone() for t in a), nbytes(a))) if cold else Cold.hot
@@ -142,12 +144,12 @@ def main():
                 fns[c] = lambda c=c, wb=wb, ab=ab, lvl=lvl: at_isa(
                     lvl, default_isa, _ops.btc_linear, x, ops[c].next()[0], ops[c].copies[ops[c].i][1], None,
                     ops[c].copies[ops[c].i][2], ops[c].copies[ops[c].i][3], wb, ab, GROUP, None, False,
-                    ops[c].copies[ops[c].i][4] if ab != 16 else None)
+                    ops[c].copies[ops[c].i][4] if ab != 16 and "~core" not in c else None)
             res = dict(zip(fns, timeit_interleaved(list(fns.values()), rounds=5)))
             for c in configs:
                 t = res[c]
                 streamed = nbytes(ours[c][:3])          # planes + scales + offsets
-                if bits_of(c)[1] != 16:                 # the integer cores read the row sums, not the code sums
+                if bits_of(c)[1] != 16 and "~core" not in c:  # the integer cores read the row sums, not the code sums
                     streamed += nbytes(ours[c][4:])
                 gbs = streamed / t.median_s / 1e9
                 ups = " ".join(f"{res[b].median_s / t.median_s:9.2f}x" for b in BASELINES)
