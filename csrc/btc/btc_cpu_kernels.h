@@ -30,6 +30,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX2__)
@@ -428,7 +429,8 @@ template <int WB, int T, Dot D, bool F, bool SQ>
 __attribute__((noinline)) void int_row(const LinearParams& p, const uint32_t* xplanes, const float* srow,
                                        int64_t n, int64_t t0, float* core, float* sq) {
   const Weight& w = p.w;
-  const int64_t gw = group_words(w.group_size, w.k), real_words = (w.k + 31) / 32, padded = w.kw * 32;
+  [[maybe_unused]] const int64_t gw = group_words(w.group_size, w.k), real_words = (w.k + 31) / 32,
+                                 padded = w.kw * 32;  // unused by the generic level
   const uint32_t* row = w.planes + n * w.kw * WB;
 #if defined(__AVX512VNNI__)
   if constexpr (D == Dot::kMaddubs || D == Dot::kShifted) {
@@ -445,26 +447,14 @@ __attribute__((noinline)) void int_row(const LinearParams& p, const uint32_t* xp
     __m256 acc[T], sqv = _mm256_setzero_ps();
     for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
     if (gw == 1) {  // groups of 32: one chunk per group, no inner loop
-      // Chunks alternate between two accumulator sets, so the FMA latency
-      // chain (4 cycles on Zen 3) does not bound a chunk's ~12 ops at T = 1.
-      __m256 acc2[T], sqv2 = _mm256_setzero_ps();
-      for (int t = 0; t < T; ++t) acc2[t] = _mm256_setzero_ps();
-      auto step = [&](int64_t c, __m256* a, __m256& sa) __attribute__((always_inline)) {
+      for (int64_t c = 0; c < real_words; ++c) {
         const __m256i q = next_chunk<WB, F>(row, c);
         const __m256 s = _mm256_broadcast_ss(srow + c);
-        if constexpr (SQ) sa = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sad_epu8(q, zero)), s, sa);
+        if constexpr (SQ) sqv = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sad_epu8(q, zero)), s, sqv);
         for (int t = 0; t < T; ++t)
-          a[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_acc<D>(zero, q, p.a.codes + (t0 + t) * padded + c * 32)),
-                                 s, a[t]);
-      };
-      int64_t c = 0;
-      for (; c + 2 <= real_words; c += 2) {
-        step(c, acc, sqv);
-        step(c + 1, acc2, sqv2);
+          acc[t] = _mm256_fmadd_ps(
+              _mm256_cvtepi32_ps(dot_acc<D>(zero, q, p.a.codes + (t0 + t) * padded + c * 32)), s, acc[t]);
       }
-      if (c < real_words) step(c, acc, sqv);
-      sqv = _mm256_add_ps(sqv, sqv2);
-      for (int t = 0; t < T; ++t) acc[t] = _mm256_add_ps(acc[t], acc2[t]);
     } else {
       for (int64_t g = 0; g < w.groups; ++g) {
         __m256i gi[T], gq = zero;
@@ -711,7 +701,6 @@ constexpr bool kSqInCore =
 template <int WB, Dot D, bool F>
 void int_rows(const LinearParams& p, const uint32_t* xplanes, const float* pc) {
   const int64_t G = p.w.groups;
-  if (p.m == 0) return;
   // The caller's scaled sums (QuantLinear caches them) spare both the code
   // sums' bytes and the in-core vpsadbw: ~1.05-1.25x at M = 1 on Zen 3.
   const bool given = p.w.scaled_sums != nullptr, in_core = kSqInCore<D> && !given;
@@ -722,32 +711,22 @@ void int_rows(const LinearParams& p, const uint32_t* xplanes, const float* pc) {
     for (int64_t n = n0; n < n1; ++n) {
       prefetch_row_meta(p.w, n + 1, read_q);
       load_row_meta(p.w, n, read_q, r);
-      // else set by the first int_row
+      // else set by the row's first int_row
       float sq = given ? p.w.scaled_sums[n] : read_q ? dot_f32(r.s.data(), r.q.data(), G) : 0.f;
       const float shift = D == Dot::kShifted ? 128.f : 0.f;  // the cores summed q (p - 128)
-      auto done = [&](int64_t t, float c) {
-        finish(p, t, n, p.a.scales[t] * (c + (shift - float(p.a.zeros[t])) * sq + dot_f32(r.m.data(), pc + t * G, G)));
+      // Tokens t .. t + T - 1; the row's first block also forms sq when in_core.
+      auto block = [&](auto tokens, int64_t t) {
+        constexpr int T = decltype(tokens)::value;
+        if (in_core && t == 0) int_row<WB, T, D, F, kSqInCore<D>>(p, xplanes, r.s.data(), n, t, core, &sq);
+        else int_row<WB, T, D, F, false>(p, xplanes, r.s.data(), n, t, core, &sq);
+        for (int i = 0; i < T; ++i)
+          finish(p, t + i, n,
+                 p.a.scales[t + i] * (core[i] + (shift - float(p.a.zeros[t + i])) * sq +
+                                      dot_f32(r.m.data(), pc + (t + i) * G, G)));
       };
       int64_t t = 0;
-      if (p.m >= 4) {
-        if (in_core) int_row<WB, 4, D, F, kSqInCore<D>>(p, xplanes, r.s.data(), n, 0, core, &sq);
-        else int_row<WB, 4, D, F, false>(p, xplanes, r.s.data(), n, 0, core, &sq);
-        for (int i = 0; i < 4; ++i) done(i, core[i]);
-        t = 4;
-      } else {
-        if (in_core) int_row<WB, 1, D, F, kSqInCore<D>>(p, xplanes, r.s.data(), n, 0, core, &sq);
-        else int_row<WB, 1, D, F, false>(p, xplanes, r.s.data(), n, 0, core, &sq);
-        done(0, core[0]);
-        t = 1;
-      }
-      for (; t + 4 <= p.m; t += 4) {
-        int_row<WB, 4, D, F, false>(p, xplanes, r.s.data(), n, t, core, &sq);
-        for (int i = 0; i < 4; ++i) done(t + i, core[i]);
-      }
-      for (; t < p.m; ++t) {
-        int_row<WB, 1, D, F, false>(p, xplanes, r.s.data(), n, t, core, &sq);
-        done(t, core[0]);
-      }
+      for (; t + 4 <= p.m; t += 4) block(std::integral_constant<int, 4>{}, t);
+      for (; t < p.m; ++t) block(std::integral_constant<int, 1>{}, t);
     }
   });
 }
