@@ -10,7 +10,11 @@ allow-lists it. It registers the ``llmpack`` quantization method, which
 * claims compressed-tensors ``sparse-24-bitmask`` checkpoints (vLLM 0.32
   refuses them since compressed-tensors dropped sparsity) through
   ``override_quantization_method``, converting each bitmask to llmpack's 2:4
-  metadata after loading.
+  metadata after loading;
+
+and installs sinks + window KV eviction (``additional_config={"llmpack_kv":
+{"policy": "sink", "sink_tokens": 4, "window": 256}}``, CPU backend; see
+``kv.py``), inert without that key.
 
 Nothing here imports vLLM until ``register`` runs, so llmpack works without it.
 """
@@ -25,5 +29,8 @@ def register() -> None:
     if _registered:
         return
     from . import config  # noqa: F401  (imports vLLM; the decorator registers)
+    from . import kv
+
+    kv.install()
 
     _registered = True
