@@ -46,9 +46,9 @@ def tokens_matched(verdicts: list[str]) -> int:
     return sum(32 if v == "equal" else int(v.split("at ")[1].split(" ")[0]) for v in verdicts)
 
 
-def run(folder: str, dtype: str, eager: bool) -> dict:
+def run(folder: str, dtype: str, eager: bool, *extra: str, prompts: str | None = None) -> dict:
     cmd = [sys.executable, os.path.join(HERE, "run_vllm.py"), os.path.join(DATA, folder),
-           os.path.join(DATA, "prompts.json"), "--dtype", dtype] + (["--eager"] if eager else [])
+           prompts or os.path.join(DATA, "prompts.json"), "--dtype", dtype] + (["--eager"] if eager else []) + list(extra)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd="/")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("LLMPACK_RESULT ")]
@@ -172,12 +172,9 @@ def test_vllm_sink_window_eviction_frees_blocks_and_attends_to_sinks_and_window(
     pfile = tmp_path / "prompts.json"
     pfile.write_text(json.dumps(prompts))
     sinks, window, block, new = 4, 64, 32, 1000
-    cmd = [sys.executable, os.path.join(HERE, "run_vllm_kv.py"), os.path.join(DATA, "dense-bf16"), str(pfile),
-           "--policy", "sink", "--sinks", str(sinks), "--window", str(window), "--block-size", str(block),
-           "--blocks", "24", "--max-batched", "256", "--max-model-len", "2048", "--new", str(new)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd="/")
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
-    out = json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("LLMPACK_RESULT ")][-1][15:])
+    out = run("dense-bf16", "float32", True, "--kv", "sink", "--sinks", str(sinks), "--window", str(window),
+              "--block-size", str(block), "--blocks", "24", "--max-batched", "256", "--max-model-len", "2048",
+              "--new", str(new), prompts=str(pfile))
     model = AutoModelForCausalLM.from_pretrained(os.path.join(DATA, "dense-bf16"), dtype=torch.float32,
                                                  attn_implementation="eager").eval()
     report = []
