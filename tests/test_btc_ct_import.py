@@ -99,10 +99,15 @@ def ct_folder(folder, fmt, wargs, iargs=None, dtype=torch.float32, hidden=64, in
                                 input_activations=QuantizationArgs(**iargs) if iargs else None)
     apply_quantization_config(model, QuantizationConfig(config_groups={"group_0": scheme}, ignore=["lm_head"],
                                                         format=fmt))
+    g = torch.Generator().manual_seed(seed + 7)
     for _, m in model.named_modules():
         if not hasattr(m, "weight_scale"):
             continue
         w = m.weight.float()
+        if hasattr(m, "weight_g_idx"):   # actorder "group": GPTQ's groups, runs of a column permutation
+            visit = torch.randperm(w.shape[1], generator=g)
+            m.weight_g_idx.data[visit] = (torch.arange(w.shape[1]) // wa.group_size).to(m.weight_g_idx.dtype)
+            w = w[:, torch.argsort(m.weight_g_idx.data, stable=True)]
         if wa.strategy == "group":
             w = w.view(w.shape[0], -1, wa.group_size)
             mn, mx = w.amin(-1), w.amax(-1)
@@ -140,6 +145,11 @@ CT_CASES = {
                         None, torch.float16, 64, 96),
     "w4g128-sym-bf16": ("pack-quantized", dict(num_bits=4, strategy="group", group_size=128, symmetric=True),
                         None, torch.bfloat16, 128, 256),
+    "w4g32-actorder-asym": ("pack-quantized", dict(num_bits=4, strategy="group", group_size=32, symmetric=False,
+                                                   actorder="group"), None, torch.float32, 64, 96),
+    "w8g64-actorder-sym-a8": ("int-quantized", dict(num_bits=8, strategy="group", group_size=64, symmetric=True,
+                                                    actorder="group"),
+                              dict(num_bits=8, strategy="token", dynamic=True, symmetric=False), torch.float16, 128, 192),
     "w3g64-asym": ("pack-quantized", dict(num_bits=3, strategy="group", group_size=64, symmetric=False),
                    None, torch.float32, 64, 128),
     "w6-channel-sym-fp16": ("pack-quantized", dict(num_bits=6, strategy="channel", symmetric=True),
@@ -175,6 +185,7 @@ def test_compressed_tensors_folder_matches_its_dequantization(tmp_path, case):
         w_ct = ct_dequant(tmp_path, name, fmt, wargs)
         assert w_ct.dtype == dtype
         assert torch.equal(mod.dense_weight(), w_ct), name  # bit-exact
+        assert mod.act_order == ("actorder" in wargs), name
         if wargs["symmetric"]:
             assert (mod.zeros == 1 << (b - 1)).all()
         ref.get_submodule(name).weight.data = w_ct
@@ -382,7 +393,12 @@ def test_bad_tensors(tmp_path):
          r"weight_zero_point': shape \[6, 2\]"),
         (lambda t: t[f"{Q_PROJ}.weight_zero_point"][-1].bitwise_or_(1 << 30),
          "weight_zero_point': row 0, int32 word 6 has bits set past"),
-        (lambda t: t.update({f"{Q_PROJ}.weight_g_idx": torch.arange(64).flip(0) // 32}), "activation-ordered"),
+        (lambda t: t.update({f"{Q_PROJ}.weight_g_idx": torch.arange(64) % 3}),
+         r"weight_g_idx': \[2\] = 2 is not a group index \(0..1\)"),
+        (lambda t: t.update({f"{Q_PROJ}.weight_g_idx": torch.arange(64) // 40}),
+         "weight_g_idx': group 0 holds 40 columns, expected 32"),
+        (lambda t: t.update({f"{Q_PROJ}.weight_g_idx": torch.zeros(63, dtype=torch.int32)}),
+         r"weight_g_idx': shape \[63\], expected \[64\]"),
         (lambda t: t.pop(f"{Q_PROJ}.weight_shape"), "weight_shape is missing"),
     ]
     clean = load_file(os.path.join(tmp_path, "model.safetensors"))
@@ -395,7 +411,16 @@ def test_bad_tensors(tmp_path):
     # The column-order g_idx (what act-order "weight" leaves) is accepted.
     tensors = dict(clean, **{f"{Q_PROJ}.weight_g_idx": torch.arange(64, dtype=torch.int32) // 32})
     save_file(tensors, os.path.join(tmp_path, "model.safetensors"))
-    assert isinstance(llmpack.load(tmp_path).get_submodule(Q_PROJ), QuantLinear)
+    q = llmpack.load(tmp_path).get_submodule(Q_PROJ)
+    assert isinstance(q, QuantLinear) and not q.act_order
+    # An act-order one (groups: the second half of the columns, then the first) is held permuted.
+    tensors = dict(clean, **{f"{Q_PROJ}.weight_g_idx": torch.arange(64).flip(0) // 32})
+    save_file(tensors, os.path.join(tmp_path, "model.safetensors"))
+    q2 = llmpack.load(tmp_path).get_submodule(Q_PROJ)
+    assert q2.act_order and q2.input_perm.tolist() == list(range(32, 64)) + list(range(32))
+    assert torch.equal(q2.codes(), q.codes()[:, q2.input_perm])
+    x = torch.randn(3, 64, dtype=q2.dtype)
+    torch.testing.assert_close(q2(x), x @ q2.dense_weight().T, rtol=2e-3, atol=2e-3)
 
 
 def test_stream_bits_past_the_shape(tmp_path):

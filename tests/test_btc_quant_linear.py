@@ -10,7 +10,7 @@ from torch import nn
 
 import llmpack
 from llmpack import QuantLinear
-from llmpack.compress.quantize import gptq, rtn
+from llmpack.compress.quantize import dequantize_codes, gptq, rtn
 from llmpack.models import tiny_llama
 from llmpack.reference import btc as R
 
@@ -93,11 +93,69 @@ def test_gptq_beats_rtn_on_its_calibration_inputs():
     x = torch.randn(512, 16) @ torch.randn(16, k) + 0.1 * torch.randn(512, k)
     w = torch.randn(n, k)
     H = x.T @ x
-    for act_order in (False, True):
-        c_g, s_g, z_g = gptq(w, H, 3, 32, act_order=act_order)
-        c_r, s_r, z_r = rtn(w, 3, 32)
-        err = lambda c, s, z: ((x @ (w - R.dequantize(c, s, z, None, 32).float()).T).norm())  # noqa: E731
-        assert err(c_g, s_g, z_g) < 0.8 * err(c_r, s_r, z_r)
+    err = lambda wq: (x @ (w - wq).T).norm()  # noqa: E731
+    rtn_err = err(R.dequantize(*rtn(w, 3, 32), None, 32).float())
+    for act_order, static in ((False, False), (True, True), (True, False)):
+        c, s, z, perm = gptq(w, H, 3, 32, act_order=act_order, static_groups=static)
+        assert (perm is None) == (not act_order or static)
+        assert err(dequantize_codes(c, s, z, 32, perm)) < 0.8 * rtn_err, (act_order, static)
+
+
+def test_gptq_dynamic_groups_follow_the_visit_order():
+    """act_order without static groups: groups are runs of columns in decreasing diag(H) order (GPTQ's
+    dynamic groups); the codes come back in that order with the permutation, and a QuantLinear holding
+    them (input_perm) computes x W^T with W in input order."""
+    torch.manual_seed(1)
+    k, n = 200, 24
+    x = torch.randn(256, k) * torch.linspace(0.1, 3, k)[torch.randperm(k)]   # unequal column energies
+    w = torch.randn(n, k)
+    H = x.T @ x
+    c, s, z, perm = gptq(w, H, 4, 32, act_order=True)
+    assert torch.equal(perm, torch.argsort(H.diagonal(), descending=True, stable=True))
+    wq = dequantize_codes(c, s, z, 32, perm)
+    for abits, tol in ((16, 1e-4), (8, 2e-2)):
+        q = QuantLinear.from_codes(c, s, z, wbits=4, group_size=32, abits=abits, input_perm=perm)
+        assert q.act_order and "act order" in repr(q)
+        assert torch.equal(q.dense_weight(), wq)
+        xs = torch.randn(5, k)
+        want = xs @ wq.T
+        assert (q(xs) - want).abs().max() <= tol * want.abs().max(), abits
+        if abits == 16:
+            compiled = torch.compile(q, fullgraph=True)
+            torch.testing.assert_close(compiled(xs), q(xs))
+
+
+def test_input_perm_must_be_a_permutation():
+    c, s, z = rtn(linear().weight, 4, 32)
+    for perm, msg in [(torch.tensor([0] * 200), r"input_perm\[1\] = 0 repeats entry \[0\]"),
+                      (torch.arange(200) + 1, r"input_perm\[199\] = 200 is not an input index \(0..199\)"),
+                      (torch.arange(199), r"shape \[200\]"),
+                      (torch.arange(200).float(), "an integer tensor")]:
+        with pytest.raises(ValueError, match=msg):
+            QuantLinear.from_codes(c, s, z, wbits=4, group_size=32, input_perm=perm)
+
+
+def test_act_order_model_saves_loads_and_rejects_a_bad_perm(tmp_path):
+    model = tiny_llama()
+    ids = torch.randint(0, 128, (4, 24), generator=torch.Generator().manual_seed(0))
+    report = llmpack.quantize(model, wbits=4, abits=8, group_size=32, method="gptq", calibration=ids,
+                              act_order=True, progress=False)
+    up = model.model.layers[0].mlp.up_proj
+    assert up.act_order and not torch.equal(up.input_perm, torch.arange(up.in_features))
+    assert len(report.swapped) == 14
+    with torch.no_grad():
+        want = model(ids).logits
+    llmpack.save(model, str(tmp_path / "ok"))
+    cfg = json.loads((tmp_path / "ok" / "config.json").read_text())
+    assert cfg["quantization_config"]["modules"]["model.layers.0.mlp.up_proj"]["act_order"] is True
+    back = llmpack.load(str(tmp_path / "ok"))
+    assert torch.equal(back.model.layers[0].mlp.up_proj.input_perm, up.input_perm)
+    with torch.no_grad():
+        assert torch.equal(back(ids).logits, want)
+    llmpack.save(model, str(tmp_path / "bad"))
+    _corrupt(str(tmp_path / "bad"), "layers.1.mlp.down_proj.input_perm", lambda t: t.index_fill_(0, torch.tensor([5]), 0))
+    with pytest.raises(ValueError, match=r"model.layers.1.mlp.down_proj: input_perm\[\d+\] = 0 repeats"):
+        llmpack.load(str(tmp_path / "bad"))
 
 
 @pytest.mark.parametrize("method", ["rtn", "gptq"])

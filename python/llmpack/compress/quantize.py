@@ -9,9 +9,11 @@ and integer zero points, W ~ s (q - z):
   each column's error is pushed onto the columns not yet quantized through
   the inverse Hessian of the layer's least-squares problem (H = X^T X of the
   Linear's calibration inputs), in blocks with lazy updates, with relative
-  dampening. ``act_order`` visits columns by decreasing diag(H); group
-  parameters are then fixed up front from the original weight
-  (``static_groups``), so groups stay contiguous in K as the format needs.
+  dampening. ``act_order`` visits columns by decreasing diag(H). Groups are
+  then runs of the visit order, their parameters set when GPTQ reaches them
+  (its dynamic groups: the codes come back in visit order with the
+  permutation, which QuantLinear holds as ``input_perm``), or, with
+  ``static_groups``, fixed up front from the original weight in column order.
 
 Scales are rounded to their storage dtype *before* the codes are chosen, so
 the stored (codes, scales, zeros) are exactly what was optimised. With
@@ -80,7 +82,11 @@ def rtn(w: torch.Tensor, wbits: int, group_size: int = 128, symmetric: bool = Fa
 def gptq(w: torch.Tensor, H: torch.Tensor, wbits: int, group_size: int = 128, symmetric: bool = False,
          scale_dtype: torch.dtype = torch.float16, blocksize: int = 128, percdamp: float = 0.01,
          act_order: bool = False, static_groups: bool = False):
-    """GPTQ of one weight ``[N, K]`` given ``H ~ X^T X [K, K]`` -> ``(codes, scales, zeros)`` as :func:`rtn`."""
+    """GPTQ of one weight ``[N, K]`` given ``H ~ X^T X [K, K]`` -> ``(codes, scales, zeros, input_perm)``.
+
+    ``input_perm`` is None and the codes are in column order, except with ``act_order`` and dynamic groups
+    (``static_groups=False``): then the codes' column i is input ``input_perm[i]`` (the visit order) and
+    group g is columns ``[g * group_size, (g + 1) * group_size)`` of that order."""
     from .prune import _inverse_hessian_cholesky
 
     W = w.detach().float().clone()
@@ -91,12 +97,12 @@ def gptq(w: torch.Tensor, H: torch.Tensor, wbits: int, group_size: int = 128, sy
     W[:, dead] = 0.0
     size = k if group_size <= 0 else group_size
     g = -(-k // size)
-    static = static_groups or act_order or group_size <= 0
+    static = static_groups or group_size <= 0
     scales = torch.empty(n, g, dtype=scale_dtype)
     zeros = torch.empty(n, g, dtype=torch.uint8)
     if static:
         scales, zeros = group_params(W, wbits, group_size, symmetric, scale_dtype)
-    perm = torch.argsort(H.diagonal(), descending=True) if act_order else torch.arange(k)
+    perm = torch.argsort(H.diagonal(), descending=True, stable=True) if act_order else torch.arange(k)
     W, H = W[:, perm], H[perm][:, perm]
     Hinv = _inverse_hessian_cholesky(H, percdamp).float()
     Q = torch.empty(n, k, dtype=torch.uint8)
@@ -105,23 +111,36 @@ def gptq(w: torch.Tensor, H: torch.Tensor, wbits: int, group_size: int = 128, sy
         i2 = min(i1 + blocksize, k)
         W1, Err1, Hinv1 = W[:, i1:i2].clone(), torch.zeros(n, i2 - i1), Hinv[i1:i2, i1:i2]
         for i in range(i2 - i1):
-            col = int(perm[i1 + i])
-            grp = col // size
-            if not static and col % size == 0:
+            pos = i1 + i
+            grp = int(perm[pos]) // size if static else pos // size   # dynamic: runs of the visit order
+            if not static and pos % size == 0:
                 # Parameters of this group from the weight as updated so far (plain GPTQ).
-                rest = torch.cat([W1[:, i:], W[:, i2:]], 1)[:, :min(size, k - col)]
+                rest = torch.cat([W1[:, i:], W[:, i2:]], 1)[:, :min(size, k - pos)]
                 scales[:, grp:grp + 1], zeros[:, grp:grp + 1] = group_params(rest, wbits, -1, symmetric,
                                                                              scale_dtype)
             s, z = scales[:, grp].float(), zeros[:, grp].float()
             q = torch.clamp(torch.round(W1[:, i] / s) + z, 0, top)
-            Q[:, i1 + i] = q.to(torch.uint8)
+            Q[:, pos] = q.to(torch.uint8)
             err = (W1[:, i] - s * (q - z)) / Hinv1[i, i]
             W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
             Err1[:, i] = err
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    if act_order and not static:
+        return Q, scales, zeros, perm
     codes = torch.empty_like(Q)
     codes[:, perm] = Q
-    return codes, scales, zeros
+    return codes, scales, zeros, None
+
+
+def dequantize_codes(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group_size: int,
+                     input_perm: torch.Tensor | None = None) -> torch.Tensor:
+    """fp32 ``s (q - z)`` ``[N, K]`` in input-column order (codes in ``input_perm`` order when given)."""
+    k = codes.shape[1]
+    size = k if group_size <= 0 else group_size
+    s = scales.float().repeat_interleave(size, 1)[:, :k]
+    z = zeros.float().repeat_interleave(size, 1)[:, :k]
+    wq = s * (codes.float() - z)
+    return wq if input_perm is None else torch.empty_like(wq).index_copy_(1, input_perm, wq)
 
 
 @dataclass
@@ -191,14 +210,11 @@ def quantize(model: nn.Module, wbits: int = 4, abits: int = 16, group_size: int 
     def quantize_one(name: str, lin: nn.Linear, H=None):
         w = lin.weight.detach()
         if H is None:
-            q = rtn(w, wbits, group_size, symmetric, scale_dtype)
+            q = (*rtn(w, wbits, group_size, symmetric, scale_dtype), None)
         else:
             q = gptq(w, H, wbits, group_size, symmetric, scale_dtype, blocksize, percdamp, act_order, static_groups)
         params[name] = q
-        size = w.shape[1] if group_size <= 0 else group_size
-        s = q[1].float().repeat_interleave(size, 1)[:, :w.shape[1]]
-        z = q[2].float().repeat_interleave(size, 1)[:, :w.shape[1]]
-        wq = s * (q[0].float() - z)
+        wq = dequantize_codes(*q[:3], group_size, q[3])
         if H is None:
             report.errors[name] = float((w.float() - wq).norm() / w.float().norm().clamp_min(1e-30))
         else:  # output error on the calibration inputs: tr(D H D^T) / tr(W H W^T)
@@ -235,10 +251,11 @@ def quantize(model: nn.Module, wbits: int = 4, abits: int = 16, group_size: int 
         for name, lin in targets.items():
             if name not in params:
                 continue
-            codes, scales, zeros = params[name]
+            codes, scales, zeros, perm = params[name]
             report.dense_bytes += 2 * lin.weight.numel()
             mod = QuantLinear.from_codes(codes, scales, zeros, wbits=wbits, group_size=group_size, bias=lin.bias,
-                                         abits=abits, act_symmetric=act_symmetric, dtype=lin.weight.dtype)
+                                         abits=abits, act_symmetric=act_symmetric, dtype=lin.weight.dtype,
+                                         input_perm=perm)
             mod.to(lin.weight.device)
             report.packed_bytes += mod.packed_bytes
             _set_module(model, name, mod)

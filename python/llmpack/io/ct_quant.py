@@ -37,7 +37,9 @@ Facts of the format (read from compressed-tensors 0.14's and 0.18's sources:
   the scale.
 * ``weight_g_idx`` (act-order) maps input column -> group; the usual column
   order is ``arange(in) // group_size`` (compressed-tensors treats a g_idx holding
-  -1 as "not set": column order).
+  -1 as "not set": column order). Any other grouping (GPTQ's dynamic groups under
+  ``actorder: "group"``) becomes a QuantLinear holding its columns sorted by group
+  (``input_perm``), each group ``group_size`` columns.
 * Module -> scheme: a target is a module name, ``"re:<regex>"`` (``re.match`` on
   the name) or a class name in the module's MRO; exact names win over regexes
   over class names, and ``ignore`` (same matching) removes modules.
@@ -307,20 +309,34 @@ def _read_zeros(reader, prefix: str, args: dict, lin: nn.Linear, groups: int, b:
     return z
 
 
-def _check_g_idx(reader, prefix: str, lin: nn.Linear, cols_per_group: int, consumed: set):
+def _read_g_idx(reader, prefix: str, lin: nn.Linear, cols_per_group: int, groups: int, consumed: set):
+    """The input permutation an act-order ``g_idx`` needs (None for column order): the columns sorted by
+    group, so each group is a run of consecutive columns as QuantLinear's groups are. Every group must
+    hold ``cols_per_group`` columns (the last one the rest), which is what compressed-tensors' own
+    dequantization assumes when it reshapes the sorted columns by group size."""
     name = f"{prefix}.weight_g_idx"
     if name not in reader.names_set:
-        return
+        return None
     shape, _ = _header(reader, name, _INT_DTYPES, "an integer dtype")
     if shape != (lin.in_features,):
         raise ValueError(f"tensor {name!r}: shape {list(shape)}, expected {[lin.in_features]}")
-    g = reader.get(name).to(torch.int64)
-    trivial = torch.arange(lin.in_features) // cols_per_group
-    if not (torch.equal(g, trivial) or bool((g == -1).all())):
-        raise ValueError(f"compressed-tensors module {prefix!r}: activation-ordered groups ({name} is not the "
-                         "column order arange(in) // group_size) are not supported: QuantLinear's groups are "
-                         "consecutive inputs")
     consumed.add(name)
+    g = reader.get(name).to(torch.int64)
+    if bool((g == -1).any()) or torch.equal(g, torch.arange(lin.in_features) // cols_per_group):
+        return None   # -1: compressed-tensors' "not set", column order
+    bad = ((g < 0) | (g >= groups)).nonzero()
+    if len(bad):
+        i = int(bad[0])
+        raise ValueError(f"tensor {name!r}: [{i}] = {int(g[i])} is not a group index (0..{groups - 1})")
+    counts = torch.bincount(g, minlength=groups)
+    want = torch.full((groups,), cols_per_group)
+    want[-1] = lin.in_features - cols_per_group * (groups - 1)
+    wrong = (counts != want).nonzero()
+    if len(wrong):
+        j = int(wrong[0])
+        raise ValueError(f"tensor {name!r}: group {j} holds {int(counts[j])} columns, expected {int(want[j])} "
+                         f"(group size {cols_per_group})")
+    return torch.argsort(g, stable=True)
 
 
 def _read_codes_packed(reader, prefix: str, lin: nn.Linear, b: int, packer: str, consumed: set):
@@ -386,7 +402,9 @@ def quant_linear_from(reader, prefix: str, lin: nn.Linear, fmt: str, scheme: dic
     scales = _read_scales(reader, prefix, args, lin, groups)
     consumed.add(scale_name)
     zeros = _read_zeros(reader, prefix, args, lin, groups, b, packer, consumed)
-    _check_g_idx(reader, prefix, lin, cols_per_group, consumed)
+    perm = _read_g_idx(reader, prefix, lin, cols_per_group, groups, consumed)
+    if perm is not None:   # held in act order: column i of the codes is input perm[i]
+        codes = codes[:, perm]
     bias = None
     if lin.bias is not None:
         bname = f"{prefix}.bias"
@@ -398,7 +416,7 @@ def quant_linear_from(reader, prefix: str, lin: nn.Linear, fmt: str, scheme: dic
         bias = reader.get(bname)
         consumed.add(bname)
     mod = QuantLinear.from_codes(codes, scales, zeros, wbits=b, group_size=group_size, bias=bias, abits=abits,
-                                 act_symmetric=act_sym, dtype=lin.weight.dtype)
+                                 act_symmetric=act_sym, dtype=lin.weight.dtype, input_perm=perm)
     return mod, consumed
 
 

@@ -5,7 +5,13 @@ activations quantized per token to 1..8 bits. Layout: csrc/btc/btc.h.
 
 On the CPU the ``planes`` buffer holds the same bytes in the fields layout
 (uint8, ``btc_to_fields``), which the CPU kernels expand several times
-faster; the state_dict, checkpoints and every other device see bit planes."""
+faster; the state_dict, checkpoints and every other device see bit planes.
+
+Act-order checkpoints (GPTQ's dynamic groups, compressed-tensors' ``g_idx``)
+group input columns that are not consecutive. The kernels' groups are runs of
+consecutive inputs, so such a module holds its columns permuted
+(``act_order=True``, buffer ``input_perm``: column i of the held weight is
+input ``input_perm[i]``) and gathers ``x`` the same way before the kernel."""
 from __future__ import annotations
 
 import torch
@@ -36,6 +42,24 @@ def check_quant_args(who: str, wbits: int, abits: int, group_size: int):
         raise ValueError(f"{who}: group_size must be 32, 64, 128 or -1 (per channel), got {group_size}")
 
 
+def check_permutation(perm: torch.Tensor, n: int, what: str) -> torch.Tensor:
+    """``perm`` as int64, checked to hold each of 0 .. n - 1 exactly once (a ValueError naming ``what``
+    and the first bad entry otherwise): a repeated input would be read twice and another never."""
+    if perm.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8) or perm.shape != (n,):
+        raise ValueError(f"{what}: expected an integer tensor of shape [{n}], got {perm.dtype} {list(perm.shape)}")
+    p = perm.to(torch.int64)
+    out = ((p < 0) | (p >= n)).nonzero()
+    if len(out):
+        i = int(out[0])
+        raise ValueError(f"{what}[{i}] = {int(p[i])} is not an input index (0..{n - 1})")
+    seen = torch.zeros(n, dtype=torch.int64, device=p.device).index_add_(0, p, torch.ones_like(p))
+    if (seen != 1).any():
+        j = int((seen > 1).nonzero()[0])
+        first, again = (p == j).nonzero()[:2, 0].tolist()
+        raise ValueError(f"{what}[{again}] = {j} repeats entry [{first}]: not a permutation")
+    return p
+
+
 @register_format
 class QuantLinear(nn.Module):
     """``y = x @ W^T + bias`` with ``W [out, in]`` quantized to ``wbits``.
@@ -51,12 +75,18 @@ class QuantLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, wbits: int = 4,
                  abits: int = 16, group_size: int = 128, zero_point: bool = True, act_symmetric: bool = False,
-                 scale_dtype: torch.dtype = torch.float16, dtype: torch.dtype = torch.float32, device=None):
+                 scale_dtype: torch.dtype = torch.float16, dtype: torch.dtype = torch.float32, act_order: bool = False,
+                 device=None):
         super().__init__()
         check_quant_args("QuantLinear", wbits, abits, group_size)
         self.in_features, self.out_features = in_features, out_features
         self.wbits, self.abits, self.group_size = wbits, abits, group_size
         self.zero_point, self.act_symmetric, self.dtype = zero_point, act_symmetric, dtype
+        self.act_order = act_order
+        if act_order:
+            self.register_buffer("input_perm", torch.arange(in_features, device=device))
+        else:
+            self.input_perm = None
         g = _ops.btc_num_groups(group_size, in_features)
         kw = _ops.btc_k_words(in_features)
         self.register_buffer("planes", torch.zeros(out_features, kw, wbits, dtype=torch.int32, device=device))
@@ -75,14 +105,19 @@ class QuantLinear(nn.Module):
     @classmethod
     def from_codes(cls, codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None = None,
                    offsets: torch.Tensor | None = None, *, wbits: int, group_size: int, bias=None,
-                   abits: int = 16, act_symmetric: bool = False, dtype: torch.dtype = torch.float32) -> "QuantLinear":
+                   abits: int = 16, act_symmetric: bool = False, dtype: torch.dtype = torch.float32,
+                   input_perm: torch.Tensor | None = None) -> "QuantLinear":
         """From unsigned codes uint8 ``[out, in]`` and per-(row, group) ``scales`` with ``zeros``
-        (W = s (q - z)) or ``offsets`` (W = s q + m)."""
+        (W = s (q - z)) or ``offsets`` (W = s q + m). With ``input_perm`` (act order) the codes' column i
+        is input ``input_perm[i]``, and groups are consecutive in that order."""
         if (zeros is None) == (offsets is None):
             raise ValueError("QuantLinear.from_codes: give exactly one of zeros and offsets")
         out_f, in_f = codes.shape
         mod = cls(in_f, out_f, bias is not None, wbits=wbits, abits=abits, group_size=group_size,
-                  zero_point=zeros is not None, act_symmetric=act_symmetric, scale_dtype=scales.dtype, dtype=dtype)
+                  zero_point=zeros is not None, act_symmetric=act_symmetric, scale_dtype=scales.dtype, dtype=dtype,
+                  act_order=input_perm is not None)
+        if input_perm is not None:
+            mod.input_perm = check_permutation(input_perm, in_f, "QuantLinear.from_codes: input_perm")
         mod.planes, mod.code_sums = _ops.btc_pack(codes.cpu(), wbits, group_size)
         mod.scales = scales.detach().clone()
         if zeros is not None:
@@ -150,6 +185,8 @@ class QuantLinear(nn.Module):
         per = lambda t: t.float().cpu().repeat_interleave(size, 1)[:, :self.in_features]  # noqa: E731
         s = per(self.scales)
         w = s * (q - per(self.zeros)) if self.zero_point else s * q + per(self.offsets)
+        if self.input_perm is not None:   # held column i is input input_perm[i]
+            w = torch.empty_like(w).index_copy_(1, self.input_perm.cpu(), w)
         return w.to(self.dtype)
 
     def _scaled_sums(self) -> torch.Tensor | None:
@@ -173,12 +210,15 @@ class QuantLinear(nn.Module):
         bias = None if self.bias is None else self.bias.to(x.dtype)
         if x.device.type not in ("cpu", "cuda"):
             return F.linear(x, self.dense_weight().to(x), bias)
+        if self.input_perm is not None:
+            x = x.index_select(-1, self.input_perm)
         return _ops.btc_linear(x, self.planes, self.scales, self.zeros, self.offsets, self.code_sums, self.wbits,
                                self.abits, self.group_size, bias, self.act_symmetric, self._scaled_sums())
 
     @property
     def packed_bytes(self) -> int:
         ts = [self.planes, self.scales, self.zeros if self.zero_point else self.offsets, self.code_sums]
+        ts += [self.input_perm] if self.input_perm is not None else []
         return sum(t.numel() * t.element_size() for t in ts)
 
     # ---- checkpoint format ---------------------------------------------------------
@@ -187,13 +227,15 @@ class QuantLinear(nn.Module):
                 "bias": self.bias is not None, "wbits": self.wbits, "abits": self.abits,
                 "group_size": self.group_size, "zero_point": self.zero_point,
                 "act_symmetric": self.act_symmetric, "scale_dtype": _NAMES[self.scales.dtype],
-                "dtype": _NAMES.get(self.dtype, "float32")}
+                "dtype": _NAMES.get(self.dtype, "float32"), "act_order": self.act_order}
 
     @classmethod
     def from_llmpack_spec(cls, spec: dict, dtype=None) -> "QuantLinear":
         for key in ("bias", "zero_point", "act_symmetric"):
             if not isinstance(spec.get(key), bool):
                 raise ValueError(f"{key} must be true or false, got {spec.get(key)!r}")
+        if not isinstance(spec.get("act_order", False), bool):   # absent in checkpoints before act order
+            raise ValueError(f"act_order must be true or false, got {spec.get('act_order')!r}")
         if spec.get("scale_dtype") not in _DTYPES:
             raise ValueError(f"scale_dtype must be one of {sorted(_DTYPES)}, got {spec.get('scale_dtype')!r}")
         for key in ("in_features", "out_features"):
@@ -204,11 +246,14 @@ class QuantLinear(nn.Module):
                    wbits=_int_in(spec, "wbits", range(1, 9)), abits=_int_in(spec, "abits", [*range(1, 9), 16]),
                    group_size=_int_in(spec, "group_size", (32, 64, 128, -1)), zero_point=spec["zero_point"],
                    act_symmetric=spec["act_symmetric"], scale_dtype=_DTYPES[spec["scale_dtype"]],
-                   dtype=dtype or _DTYPES.get(spec.get("dtype"), torch.float32))
+                   dtype=dtype or _DTYPES.get(spec.get("dtype"), torch.float32),
+                   act_order=spec.get("act_order", False))
 
     def validate_loaded(self, name: str):
         """The packed bytes as the kernels trust them: no bits past in_features, code sums that
-        match the codes, zero points that fit wbits."""
+        match the codes, zero points that fit wbits, an input_perm that is a permutation."""
+        if self.input_perm is not None:
+            self.input_perm = check_permutation(self.input_perm, self.in_features, f"{name}: input_perm")
         try:
             codes = self.codes()
         except RuntimeError as err:
@@ -229,6 +274,7 @@ class QuantLinear(nn.Module):
         dense = 2 * self.in_features * self.out_features
         form = "zero points" if self.zero_point else "offsets"
         acts = "float activations" if self.abits == 16 else f"A{self.abits}{' sym' if self.act_symmetric else ''}"
+        order = ", act order" if self.act_order else ""
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                f"W{self.wbits} group {self.group_size} ({form}), {acts}, "
+                f"W{self.wbits} group {self.group_size} ({form}{order}), {acts}, "
                 f"{100 * self.packed_bytes / dense:.1f}% of bf16")
