@@ -15,6 +15,9 @@ OUT_DIR/
   btc-w4a16-fp32/, btc-w4a8-fp32/  the unpruned model with every Linear a QuantLinear
                                  holding the GGUF file's own Q4_1 blocks (weight-only,
                                  and with 8-bit activations), + reference-btc-*.json
+  btc-w4a16-actorder-fp32/       the unpruned model, every Linear RTN W4 group 32 over a
+                                 random order of its inputs (held as input_perm, one per
+                                 input shared by q/k/v and by gate/up), + its reference
   prompts.json                   token ids of the prompts
   reference-<dtype>.json         greedy tokens + top-5 logprobs per step from
                                  transformers with llmpack's SparseLinear
@@ -146,7 +149,36 @@ def main(out: str):
         llmpack.save(q, folder, tokenizer=tok)
         with open(os.path.join(out, f"reference-btc-w4a{abits}-fp32.json"), "w") as f:
             json.dump(reference(llmpack.load(folder), prompt_ids), f)
+    # Act order: groups over permuted inputs, which vLLM's merged layers must gather once.
+    q, _ = load_smollm2(torch.float32)
+    act_order_rtn(q)
+    folder = os.path.join(out, "btc-w4a16-actorder-fp32")
+    llmpack.save(q, folder, tokenizer=tok)
+    with open(os.path.join(out, "reference-btc-w4a16-actorder-fp32.json"), "w") as f:
+        json.dump(reference(llmpack.load(folder), prompt_ids), f)
     print(f"make_checkpoints: wrote {out} in {time.time() - t0:.0f}s")
+
+
+def act_order_rtn(model: nn.Module, seed: int = 0):
+    """Every decoder Linear as an act-order QuantLinear (RTN W4 g32 along a random input order; the
+    Linears reading one input share the order, as GPTQ's would: they share the Hessian)."""
+    from llmpack.compress.quantize import rtn
+    from llmpack.nn import QuantLinear
+
+    g = torch.Generator().manual_seed(seed)
+    shared = {"q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv", "gate_proj": "gate_up", "up_proj": "gate_up"}
+    for layer in model.model.layers:
+        perms = {}
+        for name, lin in list(layer.named_modules()):
+            if not isinstance(lin, nn.Linear):
+                continue
+            key = shared.get(name.rsplit(".", 1)[-1], name)
+            perm = perms.setdefault(key, torch.randperm(lin.in_features, generator=g))
+            codes, scales, zeros = rtn(lin.weight.detach()[:, perm], 4, 32)
+            mod = QuantLinear.from_codes(codes, scales, zeros, wbits=4, group_size=32, bias=lin.bias,
+                                         input_perm=perm)
+            parent, _, child = name.rpartition(".")
+            setattr(layer.get_submodule(parent) if parent else layer, child, mod)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 DATA = os.environ.get("LLMPACK_VLLM_DATA")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -102,6 +103,29 @@ def test_vllm_serves_btc_checkpoint_like_transformers():
     verdicts = compare(out["outputs"], ref, "float32")
     print(f"btc-w4a16-fp32 float32 eager: startup {out['startup_s']:.0f}s; {verdicts}")
     assert sum(v == "equal" for v in verdicts) >= 4, verdicts
+
+
+def test_vllm_serves_act_order_btc_checkpoint_like_transformers():
+    """Act-order QuantLinears (input_perm; q/k/v and gate/up share theirs, as vLLM merges them): vLLM
+    gathers the input once per merged layer and its greedy tokens are transformers + llmpack's."""
+    out = run("btc-w4a16-actorder-fp32", "float32", True)
+    assert out["quantization"] == "llmpack" and out["plugin_registered"]
+    ref = json.load(open(os.path.join(DATA, "reference-btc-w4a16-actorder-fp32.json")))
+    verdicts = compare(out["outputs"], ref, "float32")
+    print(f"btc-w4a16-actorder-fp32 float32 eager: startup {out['startup_s']:.0f}s; {verdicts}")
+    assert sum(v == "equal" for v in verdicts) >= 4, verdicts
+
+
+def test_merged_parts_with_different_input_perms_are_refused():
+    from llmpack.integrations.vllm.btc import load_input_perm
+
+    perm = torch.nn.Parameter(torch.empty(6, dtype=torch.int64), requires_grad=False)
+    load_input_perm(perm, torch.arange(6), "q")
+    load_input_perm(perm, torch.arange(6), "k")
+    with pytest.raises(ValueError, match="part 'v' differs from part 'q'"):
+        load_input_perm(perm, torch.arange(6).flip(0), "v")
+    with pytest.raises(ValueError, match=r"input_perm of shape \[5\], the layer has 6 inputs"):
+        load_input_perm(perm, torch.arange(5), "v")
 
 
 def test_vllm_serves_btc_w4a8_checkpoint():
