@@ -32,8 +32,10 @@ from llmpack.models import smollm2_gguf_path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _harness import smollm2_and_text  # noqa: E402
 
-# name: (method, wbits, abits, group_size[, smooth alpha]); method "gguf" = the file's own blocks;
-# "sq<alpha>" rows smooth the activations first (SmoothQuant, llmpack.compress.smooth).
+# name: (method, wbits, abits, group_size[, smooth alpha[, more llmpack.quantize arguments]]); method
+# "gguf" = the file's own blocks; "sq<alpha>" rows smooth the activations first (SmoothQuant,
+# llmpack.compress.smooth); "act-order" rows visit columns by decreasing diag(H), with GPTQ's dynamic
+# groups (held as an input permutation) or "static" groups in column order.
 CONFIGS = {
     "W4A16 gguf": ("gguf", 4, 16, 32),
     "W4A8 gguf": ("gguf", 4, 8, 32),
@@ -59,12 +61,19 @@ CONFIGS = {
     "W4A8 rtn g32 sq0.5": ("rtn", 4, 8, 32, 0.5),
     "W4A6 rtn g32": ("rtn", 4, 6, 32),
     "W4A6 rtn g32 sq0.5": ("rtn", 4, 6, 32, 0.5),
+    "W3A16 gptq g128": ("gptq", 3, 16, 128),
+    "W3A16 gptq g128 act-order static": ("gptq", 3, 16, 128, None, dict(act_order=True, static_groups=True)),
+    "W3A16 gptq g128 act-order": ("gptq", 3, 16, 128, None, dict(act_order=True)),
+    "W4A16 gptq g128": ("gptq", 4, 16, 128),
+    "W4A16 gptq g128 act-order static": ("gptq", 4, 16, 128, None, dict(act_order=True, static_groups=True)),
+    "W4A16 gptq g128 act-order": ("gptq", 4, 16, 128, None, dict(act_order=True)),
 }
 
 
 def build(dense, name, calib):
-    method, wbits, abits, group, *alpha = CONFIGS[name]
-    alpha = alpha[0] if alpha else None
+    method, wbits, abits, group, *more = CONFIGS[name]
+    alpha = more[0] if more else None
+    extra = more[1] if len(more) > 1 else {}
     model = copy.deepcopy(dense)
     t0 = time.perf_counter()
     if method == "gguf":
@@ -72,7 +81,7 @@ def build(dense, name, calib):
     else:
         report = llmpack.quantize(model, wbits=wbits, abits=abits, group_size=group, method=method,
                                   calibration=calib if method == "gptq" or alpha is not None else None,
-                                  smooth=alpha, progress=False)
+                                  smooth=alpha, progress=False, **extra)
     return model, report, time.perf_counter() - t0
 
 

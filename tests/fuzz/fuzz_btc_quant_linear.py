@@ -1,6 +1,6 @@
 """Fuzz target: a QuantLinear (BTC bit planes, scales, zero points or
-offsets, code sums) whose packed tensors come from the fuzzer, as from an
-untrusted checkpoint: validate_loaded, then btc_linear (on the planes and on
+offsets, code sums, and an act-order module's input permutation) whose packed
+tensors come from the fuzzer, as from an untrusted checkpoint: validate_loaded, then btc_linear (on the planes and on
 their fields layout) / btc_unpack / btc_to_fields / btc_matmul_int on what passed. Oracle: a clear error naming the tensor, or
 the reference's result on the same bytes (exact for the integer core and the
 codes, data-scaled for the float path)."""
@@ -13,7 +13,8 @@ from llmpack.reference import btc as ref
 
 from _fuzz import Input, Seed, expect_clear_error, uint8_tensor
 
-NAMES = ("planes", "code_sums", "zeros", "codes", "in_features", "wbits", "abits", "group_size", "overflow")
+NAMES = ("planes", "code_sums", "zeros", "codes", "in_features", "wbits", "abits", "group_size", "overflow",
+         "input_perm")
 ISAS = _lib.supported_isas()
 GROUPS = (32, 64, 128, -1)
 
@@ -24,8 +25,13 @@ def seeds():
         g = torch.Generator().manual_seed(k)
         codes = torch.randint(0, 2**wb, (n, k), generator=g, dtype=torch.uint8)
         planes, sums = _ops.btc_pack(codes, wb, GROUPS[gi])
-        out.append(Seed().int_in(1, k).int_in(1, n).int_in(1, wb).byte(gi).byte(8).byte(0).byte(0)
-                   .raw(planes.numpy().tobytes()).raw(sums.numpy().tobytes()).bytes())
+        seed = (Seed().int_in(1, k).int_in(1, n).int_in(1, wb).byte(gi).byte(8).byte(0).byte(0)
+                .raw(planes.numpy().tobytes()).raw(sums.numpy().tobytes()).raw(bytes(n * len(sums[0]))))
+        out.append(seed.bytes())
+        perm = seed.byte(1)   # the same module in act order: a real permutation of its inputs
+        for i in torch.randperm(k, generator=g).tolist():
+            perm = perm.int_in(0, i)
+        out.append(perm.bytes())
     return out
 
 
@@ -47,6 +53,10 @@ def TestOneInput(data: bytes):
         mod.zeros = uint8_tensor(src.take(mod.zeros.numel()), mod.zeros.shape)
     else:
         mod.offsets = torch.randn(mod.offsets.shape, generator=g).half()
+    perm = None
+    if src.byte() % 2:   # act order: entries may repeat or fall outside 0 .. k - 1
+        perm = torch.tensor([src.int_in(0, k + 1) for _ in range(k)])
+        mod.act_order, mod.input_perm = True, perm
     try:
         mod.validate_loaded("fuzz")
     except ValueError as err:
@@ -57,6 +67,8 @@ def TestOneInput(data: bytes):
     x = torch.randn(3, k, generator=g)
     try:
         y = mod(x)
+        if perm is not None:   # what the kernel sees: the inputs gathered into the codes' column order
+            x = x[:, perm]
     except RuntimeError as err:   # e.g. a per-channel group too long for the int32 core
         expect_clear_error(err, NAMES)
         return
