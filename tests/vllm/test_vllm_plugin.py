@@ -94,25 +94,17 @@ def test_vllm_serves_2_4_checkpoint_like_transformers(folder, dtype, eager):
     assert agreeing(verdicts, dtype) >= 4 and tokens_matched(verdicts) >= 32 * len(verdicts) // 3, verdicts
 
 
-def test_vllm_serves_btc_checkpoint_like_transformers():
-    """QuantLinear (the GGUF's Q4_1 blocks as BTC planes, weight-only) saved by
-    llmpack.save: vLLM's greedy tokens must be transformers + llmpack's."""
-    out = run("btc-w4a16-fp32", "float32", True)
+@pytest.mark.parametrize("folder", ["btc-w4a16-fp32", "btc-w4a16-actorder-fp32"])
+def test_vllm_serves_btc_checkpoint_like_transformers(folder):
+    """QuantLinear saved by llmpack.save: vLLM's greedy tokens must be transformers + llmpack's.
+    btc-w4a16: the GGUF's Q4_1 blocks as BTC planes, weight-only. btc-w4a16-actorder: act-order
+    QuantLinears (input_perm; q/k/v and gate/up share theirs, as vLLM merges them), so vLLM gathers
+    the input once per merged layer."""
+    out = run(folder, "float32", True)
     assert out["quantization"] == "llmpack" and out["plugin_registered"]
-    ref = json.load(open(os.path.join(DATA, "reference-btc-w4a16-fp32.json")))
+    ref = json.load(open(os.path.join(DATA, f"reference-{folder}.json")))
     verdicts = compare(out["outputs"], ref, "float32")
-    print(f"btc-w4a16-fp32 float32 eager: startup {out['startup_s']:.0f}s; {verdicts}")
-    assert sum(v == "equal" for v in verdicts) >= 4, verdicts
-
-
-def test_vllm_serves_act_order_btc_checkpoint_like_transformers():
-    """Act-order QuantLinears (input_perm; q/k/v and gate/up share theirs, as vLLM merges them): vLLM
-    gathers the input once per merged layer and its greedy tokens are transformers + llmpack's."""
-    out = run("btc-w4a16-actorder-fp32", "float32", True)
-    assert out["quantization"] == "llmpack" and out["plugin_registered"]
-    ref = json.load(open(os.path.join(DATA, "reference-btc-w4a16-actorder-fp32.json")))
-    verdicts = compare(out["outputs"], ref, "float32")
-    print(f"btc-w4a16-actorder-fp32 float32 eager: startup {out['startup_s']:.0f}s; {verdicts}")
+    print(f"{folder} float32 eager: startup {out['startup_s']:.0f}s; {verdicts}")
     assert sum(v == "equal" for v in verdicts) >= 4, verdicts
 
 
