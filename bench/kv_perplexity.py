@@ -12,6 +12,8 @@ raw per-token NLL (build/kv_perplexity_nll.pt, resumable summaries only).
 
     python bench/kv_perplexity.py [--tokens 8192] [--budgets 256 512 1024] [--policies sink h2o ...]
         [--full-tokens 8192]   # past SmolLM2's context: `full` runs alone to there, the rest on
+        [--nll PATH]           # where the per-token NLL goes (default build/kv_perplexity_nll.pt)
+    python bench/kv_perplexity.py --merge A.pt B.pt ... --out X.json   # one table + plot from several runs
 """
 from __future__ import annotations
 
@@ -104,7 +106,12 @@ def main():
     ap.add_argument("--full-tokens", type=int, default=None,
                     help="stop the `full` row here (its own pass first; SmolLM2's context is 8192); 0: no full row")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "results", "kv_perplexity.json"))
+    ap.add_argument("--nll", default=os.path.join(ROOT, "build", "kv_perplexity_nll.pt"))
+    ap.add_argument("--merge", nargs="+", metavar="NLL_PT",
+                    help="no model run: rows of earlier runs' --nll files (same stream length) into one table + plot")
     args = ap.parse_args()
+    if args.merge:
+        return merge(args.merge, args.out)
     torch.set_num_threads(args.threads)
 
     with step("loading SmolLM2-135M (fp32)"):
@@ -148,9 +155,28 @@ def main():
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
-    os.makedirs(os.path.join(ROOT, "build"), exist_ok=True)
-    torch.save({"rows": rows, "nll": nll}, os.path.join(ROOT, "build", "kv_perplexity_nll.pt"))
+    os.makedirs(os.path.dirname(os.path.abspath(args.nll)), exist_ok=True)
+    torch.save({"rows": rows, "nll": nll, "result": result}, args.nll)
     plot(nll, rows, args.out.replace(".json", ".png"))
+    print(json.dumps(result["perplexity_by_range"], indent=1))
+
+
+def merge(paths, out: str):
+    """One json + plot from several runs' saved NLL (their rows side by side; same stream length)."""
+    runs = [torch.load(p) for p in paths]
+    tokens = {r["nll"].shape[1] for r in runs}
+    if len(tokens) != 1:
+        raise SystemExit(f"--merge: runs of different lengths {sorted(tokens)}")
+    rows = [row for r in runs for row in r["rows"]]
+    nll = torch.cat([r["nll"] for r in runs])
+    n = tokens.pop()
+    edges = [e for e in [0, 64, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768] if e < n] + [n]
+    result = {"merged_from": [r.get("result", {"seconds": None}) | {"rows": [f"{p}@{b}" if b else p for p, b in r["rows"]]}
+                              for r in runs],
+              "perplexity_by_range": summarize(nll, rows, edges)}
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1)
+    plot(nll, rows, out.replace(".json", ".png"))
     print(json.dumps(result["perplexity_by_range"], indent=1))
 
 
