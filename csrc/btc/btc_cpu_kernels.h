@@ -322,14 +322,14 @@ __attribute__((always_inline)) inline __m512i expand_w2_pair(const uint32_t* chu
 }
 
 // int_row with VNNI (D: kMaddubs or kShifted), two chunks per zmm: 64 MACs
-// per vpdpbusd. It also forms the row's sum_g s_g Q_g (*sq) from the codes it
-// has expanded (one more vpdpbusd, against ones), so this path never reads
-// the code sums: at group 32 they are a quarter of the W4 bytes and half of
+// per vpdpbusd. With SQ it also forms the row's sum_g s_g Q_g (*sq) from the
+// codes it has expanded (one more vpdpbusd, against ones), so this path never
+// reads the code sums: at group 32 they are a quarter of the W4 bytes and half of
 // W2's. W4 fields expand a pair at once (half the ops per chunk of
 // the 256-bit path); other widths and the planes join two 256-bit
 // expansions, so planes and fields still do the same arithmetic, bit for
 // bit. A chunk left over from the pairs (odd group or row) takes 256 bits.
-template <int WB, int T, Dot D, bool F>
+template <int WB, int T, Dot D, bool F, bool SQ>
 __attribute__((always_inline)) inline void int_row_vnni512(const LinearParams& p, const float* srow, int64_t n,
                                                             int64_t t0, float* core, float* sq) {
   const Weight& w = p.w;
@@ -370,7 +370,7 @@ __attribute__((always_inline)) inline void int_row_vnni512(const LinearParams& p
       double s01;  // the pair's two fp32 scales as one 8-byte load (memcpy: no double* into float storage)
       std::memcpy(&s01, srow + c, sizeof s01);
       const __m512 s = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(_mm_castpd_ps(_mm_set_sd(s01))));
-      sa = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q, ones)), s, sa);
+      if constexpr (SQ) sa = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q, ones)), s, sa);
       for (int t = 0; t < T; ++t) {
         const __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q,
                                               _mm512_loadu_si512(codes + t * padded + c * 32));
@@ -389,7 +389,8 @@ __attribute__((always_inline)) inline void int_row_vnni512(const LinearParams& p
     if (c < real_words) {
       const __m512i q = single_q(c);
       const __m512 s = _mm512_set1_ps(srow[c]);
-      sqv2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q, ones)), s, sqv2);
+      if constexpr (SQ)
+        sqv2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q, ones)), s, sqv2);
       for (int t = 0; t < T; ++t) acc2[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(single(q, c, t)), s, acc2[t]);
     }
     sqv = _mm512_add_ps(sqv, sqv2);
@@ -402,22 +403,22 @@ __attribute__((always_inline)) inline void int_row_vnni512(const LinearParams& p
       int64_t c = g * gw;
       for (; c + 2 <= c1; c += 2) {
         const __m512i q = pair(c);
-        gq = _mm512_dpbusd_epi32(gq, q, ones);
+        if constexpr (SQ) gq = _mm512_dpbusd_epi32(gq, q, ones);
         for (int t = 0; t < T; ++t)
           gi[t] = _mm512_dpbusd_epi32(gi[t], q, _mm512_loadu_si512(codes + t * padded + c * 32));
       }
       if (c < c1) {
         const __m512i q = single_q(c);
-        gq = _mm512_dpbusd_epi32(gq, q, ones);
+        if constexpr (SQ) gq = _mm512_dpbusd_epi32(gq, q, ones);
         for (int t = 0; t < T; ++t) gi[t] = _mm512_add_epi32(gi[t], single(q, c, t));
       }
       const __m512 s = _mm512_set1_ps(srow[g]);
-      sqv = _mm512_fmadd_ps(_mm512_cvtepi32_ps(gq), s, sqv);
+      if constexpr (SQ) sqv = _mm512_fmadd_ps(_mm512_cvtepi32_ps(gq), s, sqv);
       for (int t = 0; t < T; ++t) acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(gi[t]), s, acc[t]);
     }
   }
   for (int t = 0; t < T; ++t) core[t] = hsum512(acc[t]);
-  *sq = hsum512(sqv);
+  if constexpr (SQ) *sq = hsum512(sqv);
 }
 #endif
 
@@ -434,7 +435,7 @@ __attribute__((noinline)) void int_row(const LinearParams& p, const uint32_t* xp
   const uint32_t* row = w.planes + n * w.kw * WB;
 #if defined(__AVX512VNNI__)
   if constexpr (D == Dot::kMaddubs || D == Dot::kShifted) {
-    int_row_vnni512<WB, T, D, F>(p, srow, n, t0, core, sq);
+    int_row_vnni512<WB, T, D, F, SQ>(p, srow, n, t0, core, sq);
     return;
   }
 #endif
@@ -685,8 +686,8 @@ inline Dot choose_dot(int64_t wbits, int64_t abits) {
 #endif
 }
 
-// Whether int_row forms sum_g s_g Q_g itself (the SIMD cores: int_row_vnni512
-// always, the AVX2 core when asked) instead of int_rows reading the code
+// Whether int_row forms sum_g s_g Q_g itself (the SIMD cores, on a row's
+// first token block, unless the caller gave scaled_sums) instead of int_rows reading the code
 // sums: at group 32 those are 4 bytes per 32 weights, a fifth of the W4 bytes
 // and a third of W2's, and M = 1 is bound by the bytes read.
 template <Dot D>
