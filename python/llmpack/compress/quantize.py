@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from .._progress import progress as _progress
+from ..nn._modules import set_module as _set_module
 
 METHODS = ("rtn", "gptq")
 
@@ -63,12 +64,20 @@ def group_params(w: torch.Tensor, wbits: int, group_size: int, symmetric: bool =
     return scale, zero.to(torch.uint8)
 
 
+def in_input_order(w: torch.Tensor, input_perm: torch.Tensor | None) -> torch.Tensor:
+    """``w [N, K]`` whose column i is input ``input_perm[i]`` (act order), put back in input order."""
+    return w if input_perm is None else torch.empty_like(w).index_copy_(1, input_perm.to(w.device), w)
+
+
+def per_column(t: torch.Tensor, group_size: int, k: int) -> torch.Tensor:
+    """A per-(row, group) tensor ``[N, G]`` widened to fp32 per column ``[N, K]``."""
+    return t.float().repeat_interleave(k if group_size <= 0 else group_size, 1)[:, :k]
+
+
 def quantize_codes(w: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, wbits: int, group_size: int):
     """Codes uint8 [N, K] of ``w`` under the given group parameters (round to nearest, clamped)."""
     k = w.shape[1]
-    size = k if group_size <= 0 else group_size
-    s = scales.float().repeat_interleave(size, 1)[:, :k]
-    z = zeros.float().repeat_interleave(size, 1)[:, :k]
+    s, z = per_column(scales, group_size, k), per_column(zeros, group_size, k)
     return torch.clamp(torch.round(w.float() / s) + z, 0, 2**wbits - 1).to(torch.uint8)
 
 
@@ -136,11 +145,8 @@ def dequantize_codes(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Ten
                      input_perm: torch.Tensor | None = None) -> torch.Tensor:
     """fp32 ``s (q - z)`` ``[N, K]`` in input-column order (codes in ``input_perm`` order when given)."""
     k = codes.shape[1]
-    size = k if group_size <= 0 else group_size
-    s = scales.float().repeat_interleave(size, 1)[:, :k]
-    z = zeros.float().repeat_interleave(size, 1)[:, :k]
-    wq = s * (codes.float() - z)
-    return wq if input_perm is None else torch.empty_like(wq).index_copy_(1, input_perm, wq)
+    wq = per_column(scales, group_size, k) * (codes.float() - per_column(zeros, group_size, k))
+    return in_input_order(wq, input_perm)
 
 
 @dataclass
@@ -172,11 +178,6 @@ class QuantizeReport:
                          f"({max(self.errors, key=self.errors.get)})")
         lines += [f"  skipped {name}: {why}" for name, why in self.skipped.items()]
         return "\n".join(lines)
-
-
-def _set_module(root: nn.Module, name: str, new: nn.Module):
-    parent, _, child = name.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, child, new)
 
 
 def quantize(model: nn.Module, wbits: int = 4, abits: int = 16, group_size: int = 128, method: str = "rtn",

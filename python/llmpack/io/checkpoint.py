@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from ..nn.formats import FORMATS, is_llmpack_module, module_from_spec
+from ..nn._modules import set_module as _set_module
 
 QUANT_METHOD = "llmpack"
 FORMAT_VERSION = 1
@@ -229,12 +230,6 @@ def _check_like(reader: _Reader, name: str, expected: torch.Tensor, float_ok: bo
 
 
 # ---------------------------------------------------------------- load
-
-def _set_module(root: nn.Module, name: str, new: nn.Module):
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
-
 
 def _skeleton(cfg: dict, dtype: torch.dtype, file_bytes: int | None = None):
     """The transformers model for ``cfg`` with uninitialised weights: no

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from .sparse_linear import SparseLinear
+from ._modules import set_module as _set_module
 
 
 @dataclass
@@ -24,12 +25,6 @@ class SparsifyReport:
                  f"({ratio:.2f}x smaller); skipped {len(self.skipped)}"]
         lines += [f"  skipped {name}: {why}" for name, why in self.skipped.items()]
         return "\n".join(lines)
-
-
-def _set_module(root: nn.Module, name: str, new: nn.Module):
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
 
 
 def swap_linears(model: nn.Module, names: list[str], report: SparsifyReport) -> SparsifyReport:

@@ -13,6 +13,7 @@ from .. import _ops
 from .._progress import progress as _progress
 from ..df11 import DF11Tensor, compress
 from .formats import register_format
+from ._modules import set_module as _set_module
 
 
 def _positive(spec: dict, key: str, allow_zero: bool = False) -> int:
@@ -190,11 +191,6 @@ class LosslessReport:
                  f"{self.compressed_bytes / 2**20:.1f} MiB ({100 * ratio:.1f}% of bf16) in {self.seconds:.1f}s"]
         lines += [f"  skipped {name}: {why}" for name, why in self.skipped.items()]
         return "\n".join(lines)
-
-
-def _set_module(root: nn.Module, name: str, new: nn.Module):
-    parent_name, _, child = name.rpartition(".")
-    setattr(root.get_submodule(parent_name) if parent_name else root, child, new)
 
 
 def compress_lossless(model: nn.Module, embeddings: bool = True, mode: str = "decode",

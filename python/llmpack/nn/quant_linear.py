@@ -180,14 +180,13 @@ class QuantLinear(nn.Module):
 
     def dense_weight(self) -> torch.Tensor:
         """The weight the kernel multiplies by, ``[out, in]`` in the module's dtype (fp32 math)."""
+        from ..compress.quantize import in_input_order, per_column
+
         q = self.codes().float()
-        size = self.in_features if self.group_size < 0 else self.group_size
-        per = lambda t: t.float().cpu().repeat_interleave(size, 1)[:, :self.in_features]  # noqa: E731
+        per = lambda t: per_column(t.cpu(), self.group_size, self.in_features)  # noqa: E731
         s = per(self.scales)
         w = s * (q - per(self.zeros)) if self.zero_point else s * q + per(self.offsets)
-        if self.input_perm is not None:   # held column i is input input_perm[i]
-            w = torch.empty_like(w).index_copy_(1, self.input_perm.cpu(), w)
-        return w.to(self.dtype)
+        return in_input_order(w, self.input_perm).to(self.dtype)
 
     def _scaled_sums(self) -> torch.Tensor | None:
         """``btc_scaled_sums`` of the held scales and code sums, cached for the CPU integer kernels (which
